@@ -9,6 +9,7 @@ kr.seed_everything(42)
 """
 
 from keras_repro import initializers
+from keras_repro import paths
 from keras_repro.seeds import ReproducibilityWarning
 from keras_repro.seeds import derive_seed
 from keras_repro.seeds import get_root_seed
@@ -26,6 +27,7 @@ __all__ = [
     "get_root_seed",
     "initializers",
     "isolated_rng",
+    "paths",
     "rng_state",
     "seed_everything",
     "set_rng_state",
