@@ -1,0 +1,82 @@
+"""Overhead of DeterminismCallback on fit, against fit without it, in one run.
+
+Reference MLP: 60000 x 784 -> 256 -> 256 -> 10 (Adam), 3 epochs. Runs
+interleaved: fit without the callback, with every="epoch", with
+every="batch" (all three with op determinism on, so only the callback's own
+cost is measured), REPEATS times, and prints the median fit time of each and
+the overhead ratios (targets: epoch <= 2%, batch <= 15%).
+
+Run: python bench/bench_callback_overhead.py [--batch-size N] [--repeats N]
+"""
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+import warnings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_repro as kr  # noqa: E402
+
+EPOCHS = 3
+
+
+def make_model():
+    model = keras.Sequential([
+        keras.Input((784,)),
+        keras.layers.Dense(256, activation="relu"),
+        keras.layers.Dense(256, activation="relu"),
+        keras.layers.Dense(10),
+    ])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def timed_fit(x, y, batch_size, callback_kwargs, folder):
+    kr.seed_everything(0)
+    model = make_model()
+    callbacks = []
+    if callback_kwargs is not None:
+        path = os.path.join(folder, f"trace_{callback_kwargs['every']}.jsonl")
+        callbacks.append(kr.DeterminismCallback(path, audit="off", **callback_kwargs))
+    start = time.perf_counter()
+    model.fit(x, y, batch_size=batch_size, epochs=EPOCHS, verbose=0, shuffle=False, callbacks=callbacks)
+    return time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    warnings.simplefilter("ignore", kr.ReproducibilityWarning)
+    kr.seed_everything(0)
+    kr.enable_determinism()  # the same kernels in every case
+    rng = np.random.default_rng(0)
+    x = rng.random((60000, 784), dtype=np.float32)
+    y = rng.integers(0, 10, 60000)
+    cases = {"no callback": None, 'every="epoch"': {"every": "epoch"}, 'every="batch"': {"every": "batch"}}
+    times = {name: [] for name in cases}
+    steps = EPOCHS * -(-60000 // args.batch_size)
+    print(f"MLP 784-256-256-10, {EPOCHS} epochs, batch size {args.batch_size} ({steps} steps per fit)")
+    with tempfile.TemporaryDirectory() as folder:
+        timed_fit(x[:2048], y[:2048], args.batch_size, None, folder)  # warm-up
+        for _ in range(args.repeats):  # interleaved, so drift hits every case alike
+            for name, kwargs in cases.items():
+                times[name].append(timed_fit(x, y, args.batch_size, kwargs, folder))
+    median = {name: statistics.median(t) for name, t in times.items()}
+    for name, t in median.items():
+        print(f"{name:14s} {t:8.2f} s  (runs: {', '.join(f'{v:.2f}' for v in times[name])})")
+    base = median["no callback"]
+    for name, target in [('every="epoch"', 0.02), ('every="batch"', 0.15)]:
+        overhead = median[name] / base - 1
+        print(f"overhead {name}: {overhead * 100:+.1f}% of fit time (target <= {target * 100:.0f}%)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,350 @@
+"""Keras callbacks of keras_repro.
+
+`DeterminismCallback` makes `fit` check its own reproducibility: it turns on
+deterministic kernels, audits the run, records fingerprints of every variable
+into a trace file as training goes, and, given the trace of an earlier run,
+stops at the first step where this run differs from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from typing import Any, Union
+
+import keras
+
+from keras_repro.determinism import (
+    AuditError,
+    Finding,
+    audit,
+    determinism_enabled,
+    enable_determinism,
+)
+from keras_repro.fingerprint import (
+    fingerprint_details,
+    fingerprint_rng_streams,
+    tracked_variables,
+)
+from keras_repro.manifest import diff_manifests, manifest
+from keras_repro.seeds import ReproducibilityWarning
+from keras_repro.trace import (
+    Divergence,
+    NondeterminismError,
+    Trace,
+    TraceWriter,
+    compare_records,
+    load_trace,
+)
+
+__all__ = ["DeterminismCallback", "NondeterminismWarning"]
+
+_EVERY_NAMES = ("epoch", "batch")
+_ON_MISMATCH = ("raise", "warn")
+_AUDIT_MODES = ("warn", "raise", "off")
+
+
+class NondeterminismWarning(ReproducibilityWarning):
+    """Warning for a verified mismatch against a reference run (``on_mismatch="warn"``)."""
+
+
+def _validate_every(every: Any) -> Union[str, int]:
+    if isinstance(every, str):
+        if every not in _EVERY_NAMES:
+            raise ValueError(
+                f"Invalid every: {every!r}. Allowed: 'epoch', 'batch', or a positive number of batches."
+            )
+        return every
+    if isinstance(every, bool) or not isinstance(every, int):
+        raise TypeError(
+            f"Invalid every: {every!r} (of type {type(every).__name__}). Allowed: 'epoch', "
+            "'batch', or a positive number of batches."
+        )
+    if every < 1:
+        raise ValueError(
+            f"Invalid every: {every}. A number of batches must be >= 1 (or use 'epoch' or 'batch')."
+        )
+    return "batch" if every == 1 else every
+
+
+def _validate_choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(
+            f"Invalid {name}: {value!r}. Allowed: {', '.join(repr(a) for a in allowed)}."
+        )
+    return value
+
+
+def _validate_path(name: str, value: Any) -> Any:
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        raise TypeError(
+            f"Invalid {name}: {value!r} (of type {type(value).__name__}). Expected a file path or None."
+        )
+    return value
+
+
+@keras.saving.register_keras_serializable(package="keras_repro")
+class DeterminismCallback(keras.callbacks.Callback):
+    """Makes `fit` verify that it trains reproducibly.
+
+    At the start of each `fit` call the callback
+    - turns on deterministic kernels (`keras_repro.enable_determinism`),
+      unless ``deterministic_ops=False``. In TensorFlow this is a
+      process-wide switch that stays on after `fit`. Because Keras turns XLA
+      off when op determinism is on at `compile()`, the callback does the same
+      for a model compiled with ``jit_compile=True`` (with a warning), so a
+      run does not depend on whether determinism was enabled before or after
+      `compile()`;
+    - runs `keras_repro.audit` on the model: ``audit="warn"`` warns about
+      errors and warnings found (once each), ``"raise"`` raises
+      `keras_repro.determinism.AuditError` if it finds errors, ``"off"``
+      skips it; the findings are in `findings`;
+    - writes a trace header (with the environment manifest) and a
+      ``fit_begin`` record: the fingerprint of every variable and of the
+      global RNG state.
+
+    Then, every epoch (``every="epoch"``), every batch (``"batch"``) or
+    every N batches (``every=N``), it appends a record with the optimizer
+    step, the model fingerprint and each variable's digest; and at the end of
+    `fit` a ``fit_end`` record, after which the complete trace appears
+    atomically under `trace`. Until then it is ``<trace>.partial``, so a run
+    that crashes never leaves a trace that loads as complete. Several `fit`
+    calls append to one trace (records carry the fit index); a new callback
+    object starts the file afresh.
+
+    With `reference` (the trace of an earlier run) each record is compared
+    with the reference's record at the same position as training goes; at
+    the first mismatch the callback raises `keras_repro.NondeterminismError`
+    (or, with ``on_mismatch="warn"``, warns and stops comparing), naming the
+    fit, epoch and batch, the first differing variables by path and the
+    environment differences that can explain it. A mismatch at the start of
+    `fit` says whether the weights or the RNG state differ.
+
+    In-process checks are not evidence of reproducibility: compare runs in
+    separate processes (run the script twice, the second time with
+    ``reference=`` the first run's trace).
+
+    Args:
+        trace: path of the trace file to write (JSON Lines); None keeps the
+            records in memory (`records`).
+        reference: path of an earlier run's trace (or a loaded
+            `keras_repro.trace.Trace`) to compare against; it is loaded and
+            verified when the callback is created. It may be the same path as
+            `trace`: it is read before being replaced.
+        every: ``"epoch"``, ``"batch"`` or a positive number of batches.
+        on_mismatch: ``"raise"`` or ``"warn"``.
+        deterministic_ops: whether to turn on deterministic kernels at the
+            start of `fit`.
+        audit: ``"warn"``, ``"raise"`` or ``"off"``.
+
+    Example:
+
+    ```python
+    import numpy as np
+    import keras
+    import keras_repro as kr
+
+    kr.seed_everything(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    x, y = np.ones((32, 4)), np.ones((32, 1))
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[kr.DeterminismCallback("run1.jsonl")])
+    # In a second run of the same program:
+    # callbacks=[kr.DeterminismCallback("run2.jsonl", reference="run1.jsonl")]
+    ```
+    """
+
+    def __init__(
+        self,
+        trace: str | os.PathLike | None = None,
+        reference: str | os.PathLike | Trace | None = None,
+        every: Union[str, int] = "epoch",
+        on_mismatch: str = "raise",
+        deterministic_ops: bool = True,
+        audit: str = "warn",
+    ) -> None:
+        super().__init__()
+        self.trace = _validate_path("trace", trace)
+        self.every = _validate_every(every)
+        self.on_mismatch = _validate_choice("on_mismatch", on_mismatch, _ON_MISMATCH)
+        if not isinstance(deterministic_ops, bool):
+            raise TypeError(
+                f"Invalid deterministic_ops: {deterministic_ops!r} (of type "
+                f"{type(deterministic_ops).__name__}). Expected True or False."
+            )
+        self.deterministic_ops = deterministic_ops
+        self.audit_mode = _validate_choice("audit", audit, _AUDIT_MODES)
+        if isinstance(reference, Trace):
+            self._reference = reference
+            self.reference = reference.path
+        else:
+            self.reference = _validate_path("reference", reference)
+            self._reference = None if reference is None else load_trace(reference)
+        if self._reference is not None and self._reference.every != self.every:
+            raise ValueError(
+                f"The reference trace {self._reference.describe()} was recorded with "
+                f"every={self._reference.every!r}, this callback records every={self.every!r}: "
+                "use the same setting to compare them."
+            )
+        self.findings: list[Finding] = []
+        self.divergence: Divergence | None = None
+        self.last_record: dict[str, Any] | None = None
+        self._writer = TraceWriter(trace)
+        self._fit = -1
+        self._reference_index = 0
+        self._manifest_differences: tuple = ()
+        self._warned: set[tuple[str, str | None]] = set()
+        self._epoch: int | None = None
+        self._last_batch = -1
+        self._variables: dict[str, Any] | None = None
+        if self.every != "epoch":
+            # Only batch-level recording defines a batch hook: Keras dispatches
+            # batch hooks asynchronously (and faster) when no callback has one.
+            self.on_train_batch_end = self._record_batch
+
+    # --- fit hooks --------------------------------------------------------------
+
+    def on_train_begin(self, logs=None):
+        self._fit += 1
+        if self.deterministic_ops:
+            self._enable_determinism()
+        if self.audit_mode != "off":
+            self._run_audit()
+        if not self._writer.started:
+            header = {"manifest": manifest(), "every": self.every}
+            self._writer.start(header)
+            if self._reference is not None:
+                self._manifest_differences = tuple(
+                    d for d in diff_manifests(self._reference.manifest, header["manifest"])
+                    if d.affects_results
+                )
+        else:
+            self._writer.resume()
+        # Keras does not tell callbacks the initial epoch: on_epoch_begin does.
+        self._epoch = None
+        self._record("fit_begin", rng=True)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._last_batch = -1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.every == "epoch":
+            self._record("epoch", epoch=epoch, rng=True)
+
+    def _record_batch(self, batch, logs=None):
+        every = 1 if self.every == "batch" else self.every
+        crossed = (batch + 1) // every > (self._last_batch + 1) // every
+        self._last_batch = batch
+        if crossed:
+            self._record("batch", epoch=self._epoch, batch=batch)
+
+    def on_train_end(self, logs=None):
+        self._record("fit_end", epoch=self._epoch, rng=True)
+        self._writer.finish()
+
+    # --- helpers ---------------------------------------------------------------
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """The records so far, when `trace` is None (in memory); else load the file."""
+        return self._writer.trace().records
+
+    def _enable_determinism(self) -> None:
+        was_on = determinism_enabled()
+        enable_determinism()
+        model = self.model
+        if (
+            not was_on
+            and keras.backend.backend() == "tensorflow"
+            and getattr(model, "jit_compile", False) is True
+        ):
+            # Keras' rule (trainer.model_supports_jit): no XLA with op determinism.
+            model.jit_compile = False
+            model.make_train_function(force=True)
+            warnings.warn(
+                "DeterminismCallback turned on op determinism after compile(jit_compile=True); "
+                "as Keras does when determinism is on at compile(), XLA is turned off for this "
+                "model, so the run computes the same as one that enabled determinism first. "
+                "Fix: call keras_repro.enable_determinism() before compile().",
+                ReproducibilityWarning,
+                stacklevel=2,
+            )
+
+    def _run_audit(self) -> None:
+        self.findings = audit(self.model)
+        errors = [f for f in self.findings if f.severity == "error"]
+        if self.audit_mode == "raise" and errors:
+            raise AuditError(errors)
+        new = [
+            f for f in self.findings
+            if f.severity != "info" and (f.code, f.subject) not in self._warned
+        ]
+        if new:
+            self._warned.update((f.code, f.subject) for f in new)
+            warnings.warn(
+                "Reproducibility audit:\n" + "\n".join(f"- {f}" for f in new),
+                ReproducibilityWarning,
+                stacklevel=2,
+            )
+
+    def _record(self, kind: str, epoch: int | None = None, batch: int | None = None, rng: bool = False) -> None:
+        model = self.model
+        if kind != "batch" or self._variables is None:
+            # Batch records reuse the variable list of the last other record:
+            # walking the model costs more than hashing a small one.
+            self._variables = tracked_variables(model)
+        details = fingerprint_details(model, self._variables)
+        record: dict[str, Any] = {
+            "type": kind,
+            "fit": self._fit,
+            "epoch": epoch,
+            "batch": batch,
+            "step": details.iterations,
+            "fingerprint": details.digest,
+            "variables": [[path, digest] for path, digest in details.variables.items()],
+        }
+        if kind == "fit_begin":
+            record["schema"] = [[p, dtype, list(shape)] for p, (dtype, shape) in details.schema.items()]
+        if rng:
+            record["rng"] = fingerprint_rng_streams()
+        self.last_record = self._writer.write(record)
+        self._compare(self.last_record)
+
+    def _compare(self, record: dict[str, Any]) -> None:
+        if self._reference is None or self.divergence is not None:
+            return
+        records = self._reference.records
+        expected = records[self._reference_index] if self._reference_index < len(records) else None
+        self._reference_index += 1
+        divergence = compare_records(
+            expected, record, self._manifest_differences, ("the reference run", "this run")
+        )
+        if divergence is None:
+            return
+        self.divergence = divergence
+        where = self._writer.partial if self._writer.partial is not None else "memory"
+        if self.on_mismatch == "raise":
+            self._writer.close()
+            raise NondeterminismError(dataclasses.replace(
+                divergence,
+                message=f"{divergence.message} (Reference: {self._reference.describe()}; "
+                f"this run's trace so far: {where}.)",
+            ))
+        warnings.warn(divergence.message, NondeterminismWarning, stacklevel=2)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "trace": None if self.trace is None else os.fspath(self.trace),
+            "reference": None if self.reference is None else os.fspath(self.reference),
+            "every": self.every,
+            "on_mismatch": self.on_mismatch,
+            "deterministic_ops": self.deterministic_ops,
+            "audit": self.audit_mode,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "DeterminismCallback":
+        return cls(**config)
+

@@ -1,0 +1,389 @@
+"""Fingerprints of a model's variables and of the global RNG state.
+
+A fingerprint is a hex digest that is equal for two models exactly when every
+variable holds the same bits: weights, optimizer slots and iteration counter,
+and the state of every layer `SeedGenerator` (the Dropout counters that
+`model.weights` leaves out). It is the same in every process and on every
+platform for equal values, and a single-ULP change in any element of any
+variable changes it.
+
+The algorithm, so that a fingerprint can be checked without keras_repro:
+
+- each variable is read once, without a copy where the backend allows, as a
+  C-contiguous little-endian array; its digest is XXH3-64 (seed 0) over
+  ``"<dtype>|<shape>|"`` (the Keras dtype name and the shape as comma-separated
+  integers, UTF-8) followed by the raw bytes;
+- the model fingerprint is XXH3-128 over the lines
+  ``"<path>\\t<dtype>\\t<shape>\\t<digest>\\n"`` of all variables, sorted by
+  path.
+
+Variable paths come from `keras_repro.paths` (weights and seed generators),
+so they do not depend on Keras' process-wide auto-name counters. Optimizer
+variables are named from the weight they belong to:
+``optimizer/iterations``, ``optimizer/<weight path>/<slot>`` (e.g.
+``optimizer/dense#0/kernel/momentum``), and ``optimizer/<name>`` for the
+optimizer's own variables such as ``optimizer/learning_rate``. Metric
+variables (loss and metric accumulators) are left out: they are reset every
+epoch and do not influence training.
+
+Example:
+
+```python
+import keras
+import keras_repro as kr
+
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+kr.fingerprint(model)             # e.g. '5c0f...' (32 hex digits)
+kr.fingerprint_variables(model)   # {'dense#0/kernel': '...', 'dense#0/bias': '...'}
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from typing import Any, Mapping
+
+import keras
+import numpy as np
+import xxhash
+
+from keras_repro import paths
+from keras_repro.seeds import rng_state
+
+__all__ = [
+    "ModelFingerprint",
+    "digest_array",
+    "fingerprint",
+    "fingerprint_details",
+    "fingerprint_rng",
+    "fingerprint_rng_streams",
+    "fingerprint_variables",
+    "tracked_variables",
+]
+
+OPTIMIZER_PREFIX = "optimizer"
+#: Path of the optimizer's iteration counter.
+ITERATIONS_PATH = f"{OPTIMIZER_PREFIX}/iterations"
+_RNG_STREAMS = ("python", "numpy", "tensorflow", "keras", "root_seed")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFingerprint:
+    """The fingerprint of a model and of each of its variables.
+
+    Attributes:
+        digest: the model fingerprint (32 hex digits).
+        variables: ``{path: digest}`` (16 hex digits each), in model order:
+            weights, then seed generator states, then optimizer variables.
+        schema: ``{path: (dtype, shape)}`` in the same order.
+        iterations: the optimizer's step count, or None without an optimizer.
+    """
+
+    digest: str
+    variables: dict[str, str]
+    schema: dict[str, tuple[str, tuple[int, ...]]]
+    iterations: int | None = None
+
+
+def _check_model(model: Any) -> None:
+    if not isinstance(model, keras.layers.Layer):
+        raise TypeError(
+            f"Expected a Keras model or layer, got {model!r} (of type {type(model).__name__})."
+        )
+
+
+def _optimizer_variables(model: keras.layers.Layer, weight_path_of: Mapping[int, str]) -> dict[str, Any]:
+    """Optimizer variables by a stable, counter-free path (see module docstring)."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None or not hasattr(optimizer, "variables"):
+        return {}
+    # Keras names a slot variable "<reference.path with / as _>_<slot>"; match
+    # each slot to its weight by the longest such prefix.
+    prefixes = sorted(
+        (
+            (variable.path.replace("/", "_") + "_", weight_path_of[id(variable)])
+            for variable in model.trainable_variables
+            if id(variable) in weight_path_of
+        ),
+        key=lambda item: -len(item[0]),
+    )
+    iterations = getattr(optimizer, "iterations", None)
+    result: dict[str, Any] = {}
+    for index, variable in enumerate(optimizer.variables):
+        if variable is iterations:
+            path = ITERATIONS_PATH
+        else:
+            name = variable.name
+            match = next(((p, w) for p, w in prefixes if name.startswith(p) and len(name) > len(p)), None)
+            if match is not None:
+                path = f"{OPTIMIZER_PREFIX}/{match[1]}/{name[len(match[0]):]}"
+            else:
+                path = f"{OPTIMIZER_PREFIX}/{name}"
+        if path in result:
+            path = f"{path}#{index}"
+        result[path] = variable
+    return result
+
+
+def tracked_variables(model: keras.layers.Layer) -> dict[str, Any]:
+    """Every variable a fingerprint covers, by stable path, in model order.
+
+    Weights (`keras_repro.paths.weight_paths`), then the state variable of
+    each layer seed generator (`keras_repro.paths.seed_generator_paths`, the
+    generator's path), then optimizer variables. Variables of the model
+    reachable in none of these ways (rare: a variable held outside any layer
+    attribute) come last as ``unlisted/<index in model.variables>``. Metric
+    variables are not included.
+
+    Args:
+        model: a Keras model or layer.
+
+    Returns:
+        An ordered ``{path: keras.Variable}`` dict.
+    """
+    _check_model(model)
+    result: dict[str, Any] = dict(paths.weight_paths(model))
+    for path, generator in paths.seed_generator_paths(model).items():
+        result[path] = generator.state
+    weight_path_of = {id(v): p for p, v in result.items()}
+    result.update(_optimizer_variables(model, weight_path_of))
+    covered = {id(v) for v in result.values()}
+    metric_ids = {id(v) for v in getattr(model, "metrics_variables", [])}
+    for index, variable in enumerate(model.variables):
+        if id(variable) not in covered and id(variable) not in metric_ids:
+            result[f"unlisted/{index}"] = variable
+            covered.add(id(variable))
+    return result
+
+
+def _as_numpy(variable: Any) -> np.ndarray:
+    """The variable's value as a NumPy array, without a copy where possible."""
+    value = variable.value if isinstance(variable, keras.Variable) else variable
+    read = getattr(value, "read_value", None)
+    if read is not None and hasattr(value, "handle"):
+        # A tf.Variable: `value()` is a zero-copy read; `.numpy()` would copy.
+        value = value.value()
+    try:
+        array = np.asarray(value)
+    except (TypeError, RuntimeError, ValueError):
+        array = keras.ops.convert_to_numpy(value)
+    if array.dtype == object:  # a backend tensor NumPy did not understand
+        array = keras.ops.convert_to_numpy(value)
+    return array
+
+
+def _little_endian(array: np.ndarray) -> np.ndarray:
+    byteorder = array.dtype.byteorder
+    if byteorder == ">" or (byteorder == "=" and sys.byteorder == "big"):
+        array = array.astype(array.dtype.newbyteorder("<"))
+    return np.ascontiguousarray(array)
+
+
+def _dtype_name(variable: Any, array: np.ndarray) -> str:
+    dtype = getattr(variable, "dtype", None)
+    return dtype if isinstance(dtype, str) else array.dtype.name
+
+
+def _digest(array: np.ndarray, dtype: str) -> tuple[str, tuple[int, ...]]:
+    array = _little_endian(array)
+    shape = tuple(int(d) for d in array.shape)
+    hasher = xxhash.xxh3_64()
+    hasher.update(f"{dtype}|{','.join(map(str, shape))}|".encode())
+    if array.size:
+        hasher.update(array.reshape(-1).view(np.uint8))
+    return hasher.hexdigest(), shape
+
+
+def digest_array(array: Any, dtype: str | None = None) -> str:
+    """The per-variable digest of an array (see the module docstring).
+
+    Args:
+        array: anything `numpy.asarray` accepts.
+        dtype: the dtype name to hash; the array's NumPy dtype name when None
+            (Keras variables use their Keras dtype name, the same for the
+            standard dtypes).
+
+    Returns:
+        16 hex digits (XXH3-64).
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_repro.fingerprint import digest_array
+
+    a = np.arange(6, dtype="<f4")
+    assert digest_array(a) == digest_array(a.astype(">f4"))  # byte order does not matter
+    assert digest_array(a) != digest_array(a.reshape(2, 3))  # shape does
+    ```
+    """
+    array = np.asarray(array)
+    return _digest(array, dtype or array.dtype.name)[0]
+
+
+def _combine(entries: list[tuple[str, str, tuple[int, ...], str]]) -> str:
+    hasher = xxhash.xxh3_128()
+    for path, dtype, shape, digest in sorted(entries):
+        hasher.update(f"{path}\t{dtype}\t{','.join(map(str, shape))}\t{digest}\n".encode())
+    return hasher.hexdigest()
+
+
+def fingerprint_details(
+    model: keras.layers.Layer, variables: Mapping[str, Any] | None = None
+) -> ModelFingerprint:
+    """Fingerprints a model and each of its variables, reading each variable once.
+
+    Args:
+        model: a Keras model or layer.
+        variables: the result of `tracked_variables(model)`, to save walking
+            the model again when fingerprinting it repeatedly (its variables
+            must not have changed since).
+
+    Returns:
+        A `ModelFingerprint` with the model digest, the per-variable digests
+        and each variable's dtype and shape.
+
+    Example:
+
+    ```python
+    import keras
+    import keras_repro as kr
+    from keras_repro.fingerprint import fingerprint_details
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    details = fingerprint_details(model)
+    assert details.digest == kr.fingerprint(model)
+    ```
+    """
+    if variables is None:
+        variables = tracked_variables(model)
+    # On JAX, fit keeps the live state outside the variables until synced.
+    sync = getattr(model, "jax_state_sync", None)
+    if callable(sync):
+        sync()
+    digests: dict[str, str] = {}
+    schema: dict[str, tuple[str, tuple[int, ...]]] = {}
+    entries = []
+    iterations = None
+    for path, variable in variables.items():
+        array = _as_numpy(variable)
+        dtype = _dtype_name(variable, array)
+        digest, shape = _digest(array, dtype)
+        digests[path] = digest
+        schema[path] = (dtype, shape)
+        entries.append((path, dtype, shape, digest))
+        if path == ITERATIONS_PATH and array.size == 1:
+            iterations = int(array.reshape(-1)[0])
+    return ModelFingerprint(_combine(entries), digests, schema, iterations)
+
+
+def fingerprint(model: keras.layers.Layer) -> str:
+    """Returns a hex digest of every variable of `model`.
+
+    Covers weights, optimizer slots and iteration counter, and layer seed
+    generator states (metric variables excluded). Equal for equal values in
+    any process on any platform; a one-ULP change anywhere changes it.
+
+    Args:
+        model: a Keras model or layer.
+
+    Returns:
+        32 hex digits (XXH3-128).
+
+    Example:
+
+    ```python
+    import keras
+    import keras_repro as kr
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    before = kr.fingerprint(model)
+    model.layers[0].bias.assign([0.0, 1e-30])
+    assert kr.fingerprint(model) != before
+    ```
+    """
+    return fingerprint_details(model).digest
+
+
+def fingerprint_variables(model: keras.layers.Layer) -> dict[str, str]:
+    """Returns ``{path: hex digest}`` for every variable of `model`, in model order.
+
+    Paths are stable across processes (see `keras_repro.paths`); optimizer
+    variables are ``optimizer/iterations``, ``optimizer/<weight path>/<slot>``
+    and ``optimizer/<name>``.
+
+    Args:
+        model: a Keras model or layer.
+
+    Returns:
+        An ordered dict of 16-hex-digit XXH3-64 digests.
+
+    Example:
+
+    ```python
+    import keras
+    import keras_repro as kr
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="out")])
+    list(kr.fingerprint_variables(model))   # ['out/kernel', 'out/bias']
+    ```
+    """
+    return fingerprint_details(model).variables
+
+
+def _canonical_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def fingerprint_rng_streams(state: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Digests of each global random stream: python, numpy, tensorflow, keras, root_seed.
+
+    Args:
+        state: a state returned by `keras_repro.rng_state`; the current state
+            when None.
+
+    Returns:
+        ``{stream: 16 hex digits}``, XXH3-64 of the stream's canonical JSON.
+    """
+    if state is None:
+        state = rng_state()
+    if not isinstance(state, Mapping):
+        raise TypeError(
+            f"Invalid RNG state: expected the dict returned by rng_state(), got {type(state).__name__}."
+        )
+    missing = [s for s in _RNG_STREAMS if s not in state]
+    if missing:
+        raise ValueError(f"Invalid RNG state: missing entries {missing}.")
+    return {s: xxhash.xxh3_64_hexdigest(_canonical_json(state[s])) for s in _RNG_STREAMS}
+
+
+def fingerprint_rng(state: Mapping[str, Any] | None = None) -> str:
+    """Returns a hex digest of the global RNG state (Python, NumPy, TF, Keras, root seed).
+
+    The digest is XXH3-128 over the canonical JSON (sorted keys, no spaces)
+    of `keras_repro.rng_state()`.
+
+    Args:
+        state: a state returned by `keras_repro.rng_state`; the current state
+            when None.
+
+    Returns:
+        32 hex digits.
+
+    Example:
+
+    ```python
+    import random
+    import keras_repro as kr
+
+    before = kr.fingerprint_rng()
+    random.random()
+    assert kr.fingerprint_rng() != before
+    ```
+    """
+    if state is None:
+        state = rng_state()
+    fingerprint_rng_streams(state)  # validates
+    return xxhash.xxh3_128_hexdigest(_canonical_json(dict(state)))

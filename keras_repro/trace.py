@@ -1,0 +1,524 @@
+"""Trace files of a training run and the first divergence between two of them.
+
+A trace is a JSON Lines file. The first line is a header (format
+``"keras_repro.trace"``, version, the run's manifest and the recording
+frequency); then one record per line: ``fit_begin`` (the start fingerprint:
+weights and RNG state), ``epoch`` or ``batch`` records, ``fit_end``, one
+group per ``fit`` call; the last line is an ``end`` record holding the number
+of lines. Each line carries its sequence number and an XXH3-64 checksum
+(``crc``) of its own canonical JSON, so a truncated, edited, reordered or
+corrupted file is detected, never read as good.
+
+While a run is going, the trace is written to ``<path>.partial``; the
+complete file appears under ``<path>`` (atomically) only when ``fit`` ends.
+A run that crashes leaves only ``<path>.partial``, which loads only with
+``allow_incomplete=True``.
+
+Example:
+
+```python
+import keras_repro as kr
+
+divergence = kr.compare_traces("run1.jsonl", "run2.jsonl")
+if divergence is not None:
+    print(divergence)            # where, which variables, and what in the environment differs
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Union
+
+import xxhash
+
+from keras_repro import _files
+from keras_repro.manifest import ManifestDifference, diff_manifests
+
+__all__ = [
+    "Divergence",
+    "IncompleteTraceError",
+    "NondeterminismError",
+    "Trace",
+    "TraceError",
+    "TraceWriter",
+    "compare_records",
+    "compare_traces",
+    "load_trace",
+]
+
+TRACE_FORMAT = "keras_repro.trace"
+TRACE_VERSION = 1
+PARTIAL_SUFFIX = ".partial"
+RECORD_TYPES = ("fit_begin", "epoch", "batch", "fit_end")
+DIVERGENCE_KINDS = ("start", "rng", "step", "length")
+_SHOWN = 5  # variables named in a message
+
+
+class TraceError(ValueError):
+    """A trace file (or trace data) is empty, truncated, corrupt or of another format."""
+
+
+class IncompleteTraceError(TraceError):
+    """A trace has no final ``end`` record: the run did not finish."""
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _crc(record: Mapping[str, Any]) -> str:
+    return xxhash.xxh3_64_hexdigest(_canonical(record).encode())
+
+
+def encode_line(record: Mapping[str, Any]) -> str:
+    """One trace line: the record with its checksum, as canonical JSON plus newline."""
+    return _canonical({**record, "crc": _crc(record)}) + "\n"
+
+
+@dataclasses.dataclass
+class Trace:
+    """A loaded trace.
+
+    Attributes:
+        header: the header record (``manifest``, ``every``, ...).
+        records: the ``fit_begin``/``epoch``/``batch``/``fit_end`` records in order.
+        complete: whether the trace ended with its ``end`` record.
+        path: the file it came from, if any.
+    """
+
+    header: dict[str, Any]
+    records: list[dict[str, Any]]
+    complete: bool = True
+    path: str | None = None
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The manifest of the run that wrote the trace."""
+        return self.header.get("manifest") or {}
+
+    @property
+    def every(self) -> Any:
+        """How often the run recorded: ``"epoch"``, ``"batch"`` or a number of batches."""
+        return self.header.get("every")
+
+    def describe(self) -> str:
+        return self.path if self.path is not None else "<in-memory trace>"
+
+
+def _fail(path: str, message: str, error: type[TraceError] = TraceError) -> TraceError:
+    return error(f"{path}: {message}")
+
+
+def _parse_lines(lines: list[str], name: str, allow_incomplete: bool, ends_with_newline: bool) -> Trace:
+    if not lines or not any(line.strip() for line in lines):
+        raise _fail(name, f"the file is empty; expected a {TRACE_FORMAT} file.")
+    parsed: list[dict[str, Any]] = []
+    for number, line in enumerate(lines, start=1):
+        last = number == len(lines)
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            if number == 1:
+                raise _fail(name, f"not a {TRACE_FORMAT} file (line 1 is not a trace header: {e}).") from None
+            if last and not ends_with_newline and allow_incomplete:
+                break  # the line being written when the run stopped
+            what = "truncated" if last and not ends_with_newline else "corrupt"
+            raise _fail(name, f"line {number} is {what} (not valid JSON: {e}).") from None
+        crc = record.pop("crc", None)
+        if crc != _crc(record):
+            if number == 1 and record.get("format") != TRACE_FORMAT:
+                raise _fail(name, f"not a {TRACE_FORMAT} file (found format {record.get('format')!r}).")
+            raise _fail(name, f"line {number} fails its checksum: the file was changed or corrupted.")
+        if record.get("seq") != number - 1:
+            raise _fail(
+                name,
+                f"line {number} has sequence number {record.get('seq')!r}, expected {number - 1}: "
+                "lines are missing, duplicated or reordered.",
+            )
+        parsed.append(record)
+    header = parsed[0]
+    if header.get("type") != "header" or header.get("format") != TRACE_FORMAT:
+        raise _fail(name, f"not a {TRACE_FORMAT} file (line 1 is not a trace header).")
+    if header.get("version") != TRACE_VERSION:
+        raise _fail(
+            name,
+            f"{TRACE_FORMAT} version {header.get('version')!r} is not supported (supported: {TRACE_VERSION}).",
+        )
+    body = parsed[1:]
+    complete = bool(body) and body[-1].get("type") == "end"
+    if complete:
+        end = body.pop()
+        if end.get("records") != len(parsed):
+            raise _fail(name, f"the end record counts {end.get('records')!r} lines, the file has {len(parsed)}.")
+    for index, record in enumerate(body, start=2):
+        if record.get("type") not in RECORD_TYPES:
+            raise _fail(name, f"line {index} has an unknown record type {record.get('type')!r}.")
+    if not complete and not allow_incomplete:
+        raise _fail(
+            name,
+            "the trace is incomplete (no end record): the run that wrote it did not finish. "
+            "Load it with allow_incomplete=True to read the records it has.",
+            IncompleteTraceError,
+        )
+    return Trace(header=header, records=body, complete=complete, path=name)
+
+
+def load_trace(path: _files.PathLike, allow_incomplete: bool = False) -> Trace:
+    """Reads and verifies a trace file.
+
+    Every line's checksum and sequence number are checked, and the file must
+    end with its ``end`` record unless `allow_incomplete` is True (then a
+    last line cut off mid-write is dropped; any other damage still raises).
+
+    Args:
+        path: the trace file, or the ``.partial`` file of a run that stopped.
+        allow_incomplete: accept a trace without its end record.
+
+    Returns:
+        A `Trace`.
+
+    Raises:
+        FileNotFoundError: no such file (the message names the ``.partial``
+            file when the run left one).
+        IncompleteTraceError: the trace has no end record and
+            `allow_incomplete` is False.
+        TraceError: empty, corrupt, truncated or not a trace (a `ValueError`).
+
+    Example:
+
+    ```python
+    import keras_repro as kr
+    from keras_repro.trace import load_trace
+
+    trace = load_trace("run.jsonl")
+    trace.records[0]["fingerprint"]
+    ```
+    """
+    path = Path(path)
+    if not path.exists():
+        partial = Path(str(path) + PARTIAL_SUFFIX)
+        hint = (
+            f" An incomplete trace {partial} exists: the run did not finish; load it with "
+            "allow_incomplete=True."
+            if partial.exists()
+            else ""
+        )
+        raise FileNotFoundError(f"{path}: no such trace file.{hint}")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _fail(str(path), f"corrupt (not UTF-8 text: {e}).") from None
+    return _parse_lines(text.splitlines(), str(path), allow_incomplete, text.endswith("\n"))
+
+
+class TraceWriter:
+    """Writes a trace: appends to ``<path>.partial``, publishes ``<path>`` atomically on `finish`.
+
+    With ``path=None`` the lines are kept in memory (see `trace`).
+
+    Several fit calls append to one trace: `finish` publishes the trace so
+    far, and `resume` continues it for the next fit.
+    """
+
+    def __init__(self, path: _files.PathLike | None) -> None:
+        self.path = None if path is None else Path(path)
+        self.partial = None if path is None else Path(str(path) + PARTIAL_SUFFIX)
+        self._file = None
+        self._lines: list[str] = []  # in-memory writers only
+        self._seq = 0
+        self.started = False
+        self.finished = False
+
+    def start(self, header: Mapping[str, Any]) -> None:
+        """Starts a new trace, removing any earlier trace under the same path."""
+        self.close()
+        self._seq = 0
+        self._lines = []
+        self.started, self.finished = True, False
+        if self.path is not None:
+            for stale in (self.path, self.partial):
+                if stale.exists():
+                    stale.unlink()
+            self.partial.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.partial, "w", encoding="utf-8")  # noqa: SIM115 - open across records
+        self.write({"type": "header", "format": TRACE_FORMAT, "version": TRACE_VERSION, **header})
+
+    def resume(self) -> None:
+        """Continues a trace published by `finish` (no-op while it is still open)."""
+        if not self.finished:
+            return
+        self.finished = False
+        if self.path is None:
+            self._lines.pop()  # the end record
+            self._seq -= 1
+            return
+        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        _parse_lines([line.rstrip("\n") for line in lines], str(self.path), False, True)
+        lines.pop()  # the end record
+        self._file = open(self.partial, "w", encoding="utf-8")  # noqa: SIM115
+        self._file.writelines(lines)
+        self._file.flush()
+        self._seq = len(lines)
+
+    def write(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Appends one record (adding its sequence number and checksum); returns it."""
+        record = {**record, "seq": self._seq}
+        line = encode_line(record)
+        if self._file is not None:
+            self._file.write(line)
+            self._file.flush()
+        else:
+            self._lines.append(line)
+        self._seq += 1
+        return record
+
+    def finish(self) -> None:
+        """Writes the end record and publishes the complete trace atomically."""
+        end = encode_line({"type": "end", "records": self._seq + 1, "seq": self._seq})
+        self.finished = True
+        if self.path is None:
+            self._lines.append(end)
+            self._seq += 1
+            return
+        self.close()
+        data = self.partial.read_bytes() + end.encode("utf-8")
+        _files.atomic_write_bytes(self.path, data)
+        self.partial.unlink()
+
+    def close(self) -> None:
+        """Closes the partial file without publishing it (the run did not finish)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def trace(self) -> Trace:
+        """The trace written so far, complete or not (in-memory writers only)."""
+        if self.path is not None:
+            raise ValueError(f"This trace is written to {self.path}; load it with load_trace.")
+        return _parse_lines("".join(self._lines).splitlines(), "<in-memory trace>", True, True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Divergence:
+    """Where two runs first differ.
+
+    Attributes:
+        kind: ``"start"`` (different weights when a fit began), ``"rng"``
+            (same weights, different global RNG state), ``"step"`` (weights
+            differ after an epoch or batch) or ``"length"`` (one run recorded
+            other or more steps than the other).
+        fit: index of the fit call (0 for the first).
+        epoch: the epoch, when known.
+        batch: the batch within the epoch, for batch records.
+        step: the optimizer step count at that record, when known.
+        variables: the first differing variable paths, in model order (for
+            ``"rng"``: the differing streams as ``rng/<stream>``).
+        manifest_differences: environment differences that can change
+            results (empty when the manifests agree on all of those).
+        message: a readable account of all the above.
+    """
+
+    kind: str
+    fit: int | None
+    epoch: int | None
+    batch: int | None
+    step: int | None
+    variables: tuple[str, ...]
+    manifest_differences: tuple[ManifestDifference, ...]
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class NondeterminismError(RuntimeError):
+    """Two runs that should be identical are not; says where and why it may be.
+
+    A `RuntimeError` rather than an `AssertionError`: it reports a verified
+    fact about a run (two runs differ), not a broken invariant of the code,
+    and it must not be lost where assertions are treated specially.
+
+    Attributes:
+        divergence: the `Divergence` (also as the fields below).
+        kind, fit, epoch, batch, step, variables, manifest_differences: see
+            `Divergence`.
+    """
+
+    def __init__(self, divergence: Divergence) -> None:
+        super().__init__(divergence.message)
+        self.divergence = divergence
+        self.kind = divergence.kind
+        self.fit = divergence.fit
+        self.epoch = divergence.epoch
+        self.batch = divergence.batch
+        self.step = divergence.step
+        self.variables = divergence.variables
+        self.manifest_differences = divergence.manifest_differences
+
+
+def record_key(record: Mapping[str, Any]) -> tuple:
+    return (record.get("type"), record.get("fit"), record.get("epoch"), record.get("batch"))
+
+
+def _where(record: Mapping[str, Any]) -> str:
+    kind, fit, epoch, batch = record_key(record)
+    if kind == "fit_begin":
+        return f"the start of fit {fit}"
+    if kind == "fit_end":
+        return f"the end of fit {fit} (after epoch {epoch})"
+    if kind == "batch":
+        return f"fit {fit}, epoch {epoch}, batch {batch}"
+    return f"fit {fit}, end of epoch {epoch}"
+
+
+def _explain(differences: tuple[ManifestDifference, ...]) -> str:
+    if not differences:
+        return (
+            " The two runs' manifests agree on everything that can change results, so the cause "
+            "is inside the run: nondeterministic kernels or data pipeline, unseeded randomness, "
+            "or a difference in code or data the manifest does not see."
+        )
+    shown = "; ".join(str(d) for d in differences[:_SHOWN])
+    more = f" (and {len(differences) - _SHOWN} more)" if len(differences) > _SHOWN else ""
+    return f" Environment differences that can explain it: {shown}{more}."
+
+
+def _names(paths: Iterable[str]) -> str:
+    paths = list(paths)
+    shown = ", ".join(paths[:_SHOWN])
+    return shown + (f" and {len(paths) - _SHOWN} more" if len(paths) > _SHOWN else "")
+
+
+def compare_records(
+    a: Mapping[str, Any] | None,
+    b: Mapping[str, Any] | None,
+    manifest_differences: tuple[ManifestDifference, ...] = (),
+    labels: tuple[str, str] = ("a", "b"),
+) -> Divergence | None:
+    """Compares two trace records at the same position; None when they agree.
+
+    Either record may be None (that trace has no record there): a
+    ``"length"`` divergence.
+    """
+    la, lb = labels
+    explanation = _explain(manifest_differences)
+    if a is None or b is None:
+        present = a if a is not None else b
+        missing = la if a is None else lb
+        other = lb if a is None else la
+        message = (
+            f"The runs recorded different numbers of steps: {missing} has nothing where "
+            f"{other} has {_where(present)}." + explanation
+        )
+        return Divergence("length", present.get("fit"), present.get("epoch"), present.get("batch"),
+                          present.get("step"), (), manifest_differences, message)
+    if record_key(a) != record_key(b):
+        message = (
+            f"The runs recorded different steps: {la} has {_where(a)} where {lb} has {_where(b)} "
+            "(one stopped earlier, or they trained for different numbers of epochs or batches)."
+            + explanation
+        )
+        return Divergence("length", a.get("fit"), a.get("epoch"), a.get("batch"), a.get("step"), (),
+                          manifest_differences, message)
+    is_start = a.get("type") == "fit_begin"
+    if a.get("fingerprint") != b.get("fingerprint"):
+        va, vb = dict(a.get("variables") or []), dict(b.get("variables") or [])
+        differing = [p for p in va if p in vb and va[p] != vb[p]]
+        only_a = [p for p in va if p not in vb]
+        only_b = [p for p in vb if p not in va]
+        parts = []
+        if differing:
+            parts.append(f"{len(differing)} of {len(va)} variables differ, first: {_names(differing)}")
+        if only_a:
+            parts.append(f"only {la} has {_names(only_a)}")
+        if only_b:
+            parts.append(f"only {lb} has {_names(only_b)}")
+        detail = "; ".join(parts) or "the per-variable digests agree but the fingerprints do not"
+        if is_start:
+            message = (
+                f"The runs started fit {a.get('fit')} from different weights ({detail}): they were "
+                "built or initialized differently, or restored from different checkpoints, so "
+                "nothing after this point can match." + explanation
+            )
+        else:
+            message = f"First divergence at {_where(a)} (optimizer step {a.get('step')}): {detail}." + explanation
+        return Divergence("start" if is_start else "step", a.get("fit"), a.get("epoch"), a.get("batch"),
+                          a.get("step"), tuple(differing + only_a + only_b), manifest_differences, message)
+    ra, rb = a.get("rng"), b.get("rng")
+    if ra is not None and rb is not None and ra != rb:
+        streams = [s for s in ra if ra.get(s) != rb.get(s)] + [s for s in rb if s not in ra]
+        when = "started fit {} with".format(a.get("fit")) if is_start else f"have, at {_where(a)},"
+        message = (
+            f"The runs {when} the same weights but different global RNG state "
+            f"({', '.join(streams)}): whatever draws from those streams next (unseeded "
+            "initializers, the Keras global generator, data shuffling, augmentation) will differ."
+            + explanation
+        )
+        return Divergence("rng", a.get("fit"), a.get("epoch"), a.get("batch"), a.get("step"),
+                          tuple(f"rng/{s}" for s in streams), manifest_differences, message)
+    return None
+
+
+def _as_trace(value: Any, name: str) -> Trace:
+    if isinstance(value, Trace):
+        return value
+    if isinstance(value, (str, os.PathLike)):
+        return load_trace(value)
+    raise TypeError(
+        f"Invalid trace {name}: {value!r} (of type {type(value).__name__}). Expected a path "
+        "to a trace file or a Trace from load_trace."
+    )
+
+
+def compare_traces(a: Union[_files.PathLike, Trace], b: Union[_files.PathLike, Trace]) -> Divergence | None:
+    """Finds the first point where two traces differ.
+
+    Records are compared in order: at each fit's start the weights, then the
+    RNG state; at each epoch or batch record the weights (and RNG state where
+    recorded); at the end, whether one trace has more records.
+
+    Args:
+        a: a trace file path or a loaded `Trace`.
+        b: another.
+
+    Returns:
+        None when the traces agree, else the first `Divergence`.
+
+    Raises:
+        TraceError: a file is corrupt, truncated or incomplete (see `load_trace`).
+        ValueError: the traces were recorded with different ``every`` settings.
+
+    Example:
+
+    ```python
+    import keras_repro as kr
+
+    d = kr.compare_traces("run1.jsonl", "run2.jsonl")
+    print("identical" if d is None else d)
+    ```
+    """
+    trace_a, trace_b = _as_trace(a, "a"), _as_trace(b, "b")
+    if trace_a.every != trace_b.every:
+        raise ValueError(
+            f"The traces were recorded with different frequencies (every={trace_a.every!r} in "
+            f"{trace_a.describe()}, every={trace_b.every!r} in {trace_b.describe()}) and cannot "
+            "be compared record by record."
+        )
+    differences = tuple(d for d in diff_manifests(trace_a.manifest, trace_b.manifest) if d.affects_results)
+    labels = (trace_a.describe(), trace_b.describe())
+    if labels[0] == labels[1]:
+        labels = ("a", "b")
+    for index in range(max(len(trace_a.records), len(trace_b.records))):
+        ra = trace_a.records[index] if index < len(trace_a.records) else None
+        rb = trace_b.records[index] if index < len(trace_b.records) else None
+        divergence = compare_records(ra, rb, differences, labels)
+        if divergence is not None:
+            return divergence
+    return None
