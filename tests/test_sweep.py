@@ -212,6 +212,16 @@ def test_one_sweep_in_two_processes_in_opposite_orders_is_bit_identical():
     assert {str(s): m for s, m in here.metrics.items()} == first
 
 
+def test_a_thread_pool_runs_one_seed_at_a_time_with_the_same_results():
+    # The global streams are process-wide: runs in threads of one process
+    # are serialized, and Keras' thread-local state is set up in each thread.
+    seeds = [11, 22]
+    here = quiet_sweep(sweep_fns.train_tiny, seeds)
+    with cf.ThreadPoolExecutor(2) as pool:
+        threaded = quiet_sweep(sweep_fns.train_tiny, seeds, executor=pool)
+    assert threaded.metrics == here.metrics
+
+
 # ---------------------------------------------------------------- metrics and failures
 
 
