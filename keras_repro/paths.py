@@ -42,7 +42,7 @@ from typing import Any, Iterator
 
 import keras
 
-__all__ = ["layer_paths", "seed_generator_paths", "weight_paths", "is_auto_name"]
+__all__ = ["layer_paths", "own_weights", "seed_generator_paths", "weight_paths", "is_auto_name"]
 
 # Attributes of keras.Layer that hold bookkeeping, not the layer's own parts.
 _SKIPPED_ATTRIBUTES = frozenset(
@@ -164,6 +164,17 @@ def _own_variables(layer: keras.layers.Layer) -> list:
     return [v for v in owned if isinstance(v, keras.Variable)]
 
 
+def own_weights(layer: keras.layers.Layer) -> dict[str, keras.Variable]:
+    """The weights `layer` itself owns (not its sublayers'), by path segment.
+
+    The segment is the variable's name (``kernel``), with ``#i`` appended
+    when several own weights share a name. ``<layer path>/<segment>`` is the
+    weight's path in `weight_paths`.
+    """
+    named = [(variable.name, variable) for variable in _own_variables(layer)]
+    return dict(_disambiguate(named))
+
+
 def weight_paths(model: keras.layers.Layer) -> dict[str, keras.Variable]:
     """Every weight of `model` (trainable or not) by stable path.
 
@@ -172,8 +183,7 @@ def weight_paths(model: keras.layers.Layer) -> dict[str, keras.Variable]:
     """
     result: dict[str, keras.Variable] = {}
     for path, layer in layer_paths(model).items():
-        named = [(variable.name, variable) for variable in _own_variables(layer)]
-        for segment, variable in _disambiguate(named):
+        for segment, variable in own_weights(layer).items():
             result[_join(path, segment)] = variable
     return result
 
