@@ -1,0 +1,161 @@
+"""The keras-repro command, run as a user runs it: in a subprocess."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from procs import child_env
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
+
+def keras_repro(*args, cwd=None, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "keras_repro", *map(str, args)],
+        capture_output=True, text=True, cwd=cwd or ROOT, env=child_env(), timeout=timeout,
+    )
+
+
+def our_lines(stderr: str) -> list[str]:
+    """stderr without TensorFlow's own start-up log lines."""
+    return [l for l in stderr.splitlines() if l.startswith("keras-repro")]
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("keras-repro", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    assert exe is not None
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True, env=child_env())
+    assert out.returncode == 0 and "check" in out.stdout and "demo" in out.stdout
+
+
+@pytest.mark.parametrize("command", ["check", "demo", "env", "diff"])
+def test_every_subcommand_has_help(command):
+    out = keras_repro(command, "--help")
+    assert out.returncode == 0 and "usage: keras-repro " + command in out.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["check", "no_such_script.py"], "script not found: no_such_script.py"),
+        (["check", "--runs", "1", "examples/reproducible_mlp.py"], "invalid value '1'"),
+        (["check", "--every", "sometimes", "examples/reproducible_mlp.py"], "invalid value 'sometimes'"),
+        (["bogus"], "invalid choice: 'bogus'"),
+        ([], "required: COMMAND"),
+        (["diff", "missing_a.json", "missing_b.json"], "file not found: missing_a.json"),
+    ],
+)
+def test_usage_errors_give_one_clear_line_and_exit_2(args, message):
+    out = keras_repro(*args)
+    assert out.returncode == 2
+    lines = our_lines(out.stderr)
+    assert len(lines) == 1 and lines[0].startswith("keras-repro: error: ") and message in lines[0], out.stderr
+
+
+def test_diff_rejects_unreadable_and_mismatched_files(tmp_path):
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("{not json")
+    out = keras_repro("diff", garbage, garbage)
+    assert out.returncode == 2 and len(our_lines(out.stderr)) == 1 and "garbage.json" in out.stderr
+
+
+def test_check_reproducible_script_exits_0_and_traces_compare_equal(tmp_path):
+    out = keras_repro("check", "examples/reproducible_mlp.py", "--epochs", "2", "--keep", tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.startswith("reproducible: 2 runs of examples/reproducible_mlp.py are bit-identical")
+    assert "final fingerprint" in out.stdout
+    assert "run 2: fit 1, epoch 2/2" in out.stderr  # progress is shown
+    # The kept traces are real files that `diff` compares the same way.
+    same = keras_repro("diff", tmp_path / "run1" / "trace.jsonl", tmp_path / "run2" / "trace.jsonl")
+    assert same.returncode == 0 and same.stdout.startswith("identical:")
+
+
+def test_check_script_seeded_from_time_exits_1_and_names_the_divergence():
+    out = keras_repro("check", "examples/seeded_from_time.py")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.stdout.startswith("NOT reproducible: run 2 of examples/seeded_from_time.py differs from run 1")
+    assert "dense#0/kernel" in out.stdout and "different weights" in out.stdout
+    assert "root-seed-unset" in out.stdout  # the audit finding that explains it
+
+
+def test_check_failing_script_exits_2_and_shows_its_error(tmp_path):
+    script = tmp_path / "broken.py"
+    script.write_text("import sys\nprint('about to fail')\nraise RuntimeError('the data file is missing')\n")
+    out = keras_repro("check", script)
+    assert out.returncode == 2
+    assert "the script failed in run 1" in out.stderr and "RuntimeError: the data file is missing" in out.stderr
+
+
+def test_check_script_without_fit_exits_2(tmp_path):
+    script = tmp_path / "nofit.py"
+    script.write_text("print('hello')\n")
+    out = keras_repro("check", script)
+    assert out.returncode == 2 and "never completed a model.fit call" in out.stderr
+
+
+@pytest.mark.slow
+def test_check_catches_parallel_tf_data_map_with_random_op(tmp_path):
+    script = tmp_path / "augment.py"
+    script.write_text(
+        "import keras, numpy as np, tensorflow as tf\n"
+        "import keras_repro as kr\n"
+        "x = np.linspace(0, 1, 256, dtype='float32').reshape(-1, 4); y = x.sum(1, keepdims=True)\n"
+        "ds = tf.data.Dataset.from_tensor_slices((x, y)).map(\n"
+        "    lambda a, b: (a + tf.random.normal(tf.shape(a), stddev=0.1), b), num_parallel_calls=4\n"
+        ").batch(16)\n"
+        "inputs = keras.Input((4,))\n"
+        "model = kr.SeededModel(inputs, keras.layers.Dense(1)(inputs), seed=1)\n"
+        "model.compile('sgd', 'mse')\n"
+        "model.fit(ds, epochs=2, verbose=0)\n"
+    )
+    out = keras_repro("check", script, "--every", "batch")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "NOT reproducible" in out.stdout and "dense" in out.stdout
+
+
+def test_check_records_every_fit_call(tmp_path):
+    script = tmp_path / "twofits.py"
+    script.write_text(
+        "import keras, numpy as np, keras_repro as kr\n"
+        "x = np.ones((32, 3), 'float32'); y = np.zeros((32, 1), 'float32')\n"
+        "inputs = keras.Input((3,))\n"
+        "model = kr.SeededModel(inputs, keras.layers.Dense(1)(inputs), seed=5)\n"
+        "model.compile('sgd', 'mse')\n"
+        "model.fit(x, y, epochs=1, verbose=0)\n"
+        "model.fit(x, y, epochs=2, verbose=0)\n"
+    )
+    out = keras_repro("check", script)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "over 2 fit call(s)" in out.stdout
+
+
+def test_env_prints_manifest_and_findings_and_json_diffs_clean(tmp_path):
+    text = keras_repro("env")
+    assert text.returncode == 0 and "audit findings" in text.stdout
+    as_json = keras_repro("env", "--json")
+    assert as_json.returncode == 0
+    data = json.loads(as_json.stdout)
+    assert "findings" in data and isinstance(data["findings"], list)
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(as_json.stdout)
+    changed = dict(data)
+    changed["versions"] = {**data["versions"], "tensorflow": "0.0.1"}
+    b.write_text(json.dumps(changed))
+    same = keras_repro("diff", a, a)
+    assert same.returncode == 0 and same.stdout.strip() == "identical manifests"
+    different = keras_repro("diff", a, b)
+    assert different.returncode == 1 and "CAN CHANGE RESULTS" in different.stdout and "0.0.1" in different.stdout
+
+
+@pytest.mark.slow
+def test_demo_shows_plain_keras_differs_and_keras_repro_is_identical():
+    out = keras_repro("demo", "--runs", "2", timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "keras_repro: identical results in 2 runs" in out.stdout
+    assert "plain Keras: 2 different results in 2 runs" in out.stdout
