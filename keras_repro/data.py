@@ -11,8 +11,9 @@ Building blocks, from the lowest level up:
 
 - `epoch_permutation(seed, epoch, n)`: the permutation itself (NumPy).
 - `shuffled_batches(arrays, seed, epoch, batch_size)`: one epoch of
-  in-memory arrays as a batched `tf.data.Dataset` in that order (what
-  `keras_repro.SeededModel.fit` uses for array inputs).
+  in-memory arrays as a batched `tf.data.Dataset` in that order, and
+  `batch_stream(arrays, seed, batch_size, start)`, all epochs one after
+  another from any batch (what `keras_repro.SeededModel.fit` uses).
 - `epoch_shuffle(dataset, seed, epoch)`: the elements of any finite
   `tf.data.Dataset` in that order.
 - `repeat_by_epoch(make_epoch, epochs)`: one dataset that runs several
@@ -47,18 +48,13 @@ from __future__ import annotations
 
 import numbers
 import sys
-from typing import Any, Callable, Union
+from typing import Any, Callable
 
 import numpy as np
 
 from keras_repro.seeds import derive_seed, validate_seed
 
-__all__ = ["epoch_permutation", "epoch_shuffle", "repeat_by_epoch", "shuffled_batches"]
-
-#: An epoch: a Python int, a scalar integer tensor, or (for `shuffled_batches`)
-#: a zero-argument callable returning the current epoch.
-Epoch = Union[int, Any, Callable[[], int]]
-
+__all__ = ["batch_stream", "epoch_permutation", "epoch_shuffle", "repeat_by_epoch", "shuffled_batches"]
 
 def _check_count(value: Any, what: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
@@ -95,9 +91,12 @@ def epoch_permutation(seed: int, epoch: int, n: int, *, block_size: int | None =
     Example:
 
     ```python
+    import numpy as np
     import keras_repro as kr
+
+    x = np.arange(20).reshape(10, 2)
     order = kr.epoch_permutation(42, epoch=3, n=10)
-    x_epoch = x[order]  # x: any array with 10 rows
+    x_epoch = x[order]
     ```
     """
     seed = validate_seed(seed)
@@ -146,17 +145,136 @@ def _is_scipy_sparse(value: Any) -> bool:
     return sparse is not None and sparse.issparse(value)
 
 
-def _epoch_function(epoch: Epoch) -> Callable[[], int]:
-    if callable(epoch):
-        return lambda: _check_epoch(epoch())
-    value = _check_epoch(epoch)
+def _prepare_arrays(arrays: Any, tf) -> tuple[Any, int]:
+    """Dense tensors in the same structure (lists as tuples), and the sample count."""
+    structure = _lists_to_tuples(arrays)
+    leaves = tf.nest.flatten(structure)
+    if not leaves:
+        raise ValueError(f"Invalid arrays: {arrays!r} holds no array.")
+    tensors = [_to_dense_tensor(leaf, tf) for leaf in leaves]
+    sizes = {int(t.shape[0]) if t.shape.rank else -1 for t in tensors}
+    if len(sizes) != 1 or -1 in sizes:
+        raise ValueError(
+            "Invalid arrays: every array must have the same first dimension (the "
+            f"number of samples); got first dimensions {sorted(sizes)}."
+        )
+    return tf.nest.pack_sequence_as(structure, tensors), sizes.pop()
+
+
+def _start_function(start: Any) -> Callable[[], int]:
+    if callable(start):
+        return lambda: _check_count(start(), "start", 0)
+    value = _check_count(start, "start", 0)
     return lambda: value
+
+
+def batch_stream(
+    arrays: Any,
+    seed: int,
+    batch_size: int,
+    start: int | Callable[[], int] = 0,
+    *,
+    within_batch: bool = False,
+) -> Any:
+    """An endless stream of batches of in-memory arrays, pass after pass, in epoch-keyed orders.
+
+    Pass ``p`` over the data (batches ``p * m`` to ``(p + 1) * m - 1`` of the
+    stream, ``m = ceil(n / batch_size)``, the last batch of a pass partial
+    when ``batch_size`` does not divide ``n``) is in the order
+    ``epoch_permutation(seed, p, n)``. The stream begins at batch `start`,
+    so a resumed loop picks up exactly where the uninterrupted one would
+    be. The pipeline is the one Keras builds for `fit` on arrays (batched
+    gathers in a parallel map) and the next pass's order is prepared while
+    the current one runs, so it is as fast. Use it with
+    ``fit(..., steps_per_epoch=...)``; `shuffled_batches` is one pass.
+
+    Args:
+        arrays: a NumPy array, tensor, or a nested tuple/list/dict of them,
+            all with the same first dimension ``n``; the dataset yields the
+            same structure (lists become tuples). A Keras training tuple
+            ``(x, y, sample_weight)`` works as is.
+        seed: the root seed.
+        batch_size: the number of samples per batch, >= 1.
+        start: the index of the first batch: an int, or a zero-argument
+            callable called each time an iterator over the stream is
+            created (`keras_repro.SeededModel.fit` passes the batch index at
+            which Keras actually starts, after `BackupAndRestore` has
+            chosen the epoch).
+        within_batch: if True, keep the batches of a pass in order and only
+            shuffle inside each batch (Keras' ``shuffle="batch"``).
+
+    Returns:
+        An endless `tf.data.Dataset` of batches.
+
+    Example:
+
+    ```python
+    import numpy as np
+    import keras_repro as kr
+
+    x, y = np.arange(10.0), np.arange(10.0) * 2
+    stream = kr.batch_stream((x, y), seed=42, batch_size=4, start=3)  # pass 1, batch 0
+    xb, yb = next(iter(stream))
+    ```
+    """
+    tf = _tf()
+    seed = validate_seed(seed)
+    batch_size = _check_count(batch_size, "batch_size", 1)
+    first_batch = _start_function(start)
+    structure, n = _prepare_arrays(arrays, tf)
+    return _stream(structure, n, seed, batch_size, first_batch, within_batch, tf)
+
+
+def _stream(structure, n: int, seed: int, batch_size: int, first_batch, within_batch: bool, tf):
+    if n == 0:
+        raise ValueError("Invalid arrays: they hold no samples (first dimension 0).")
+    full_batches, partial = divmod(n, batch_size)
+    per_pass = full_batches + bool(partial)
+    block = batch_size if within_batch else None
+
+    def start_position(_):
+        position = tf.numpy_function(
+            lambda: np.array(divmod(first_batch(), per_pass), np.int64), [], tf.int64, stateful=True
+        )
+        return tf.ensure_shape(position, [2])
+
+    def permutation(p):
+        order = tf.numpy_function(
+            lambda q: epoch_permutation(seed, int(q), n, block_size=block), [p], tf.int64
+        )
+        return tf.ensure_shape(order, [n])
+
+    def batches_of(order):
+        head = tf.reshape(order[: full_batches * batch_size], [full_batches, batch_size])
+        batches = tf.data.Dataset.from_tensor_slices(head)
+        if partial:
+            batches = batches.concatenate(tf.data.Dataset.from_tensors(order[full_batches * batch_size :]))
+        return batches
+
+    def passes_from(position):
+        orders = tf.data.Dataset.range(position[0], np.iinfo(np.int64).max).map(permutation)
+        return orders.prefetch(1).flat_map(batches_of).skip(position[1])
+
+    def gather(indices, data):
+        return tf.nest.map_structure(lambda t: tf.gather(t, indices, axis=0), data)
+
+    # Same structure as Keras' array pipeline: the permutation of a pass is
+    # made ahead (prefetched once), then batches of indices gather from the
+    # whole arrays in a parallel map. The start is read when an iterator
+    # is created.
+    indices = tf.data.Dataset.range(1).map(start_position).flat_map(passes_from)
+    dataset = tf.data.Dataset.zip((indices, tf.data.Dataset.from_tensors(structure).repeat()))
+    dataset = dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_optimization.apply_default_optimizations = False
+    dataset = dataset.with_options(options)
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def shuffled_batches(
     arrays: Any,
     seed: int,
-    epoch: Epoch,
+    epoch: int,
     batch_size: int,
     *,
     within_batch: bool = False,
@@ -165,26 +283,20 @@ def shuffled_batches(
 
     The batches hold ``arrays[order[i * batch_size:(i + 1) * batch_size]]``
     for ``order = epoch_permutation(seed, epoch, n)``; the last batch is
-    partial when ``batch_size`` does not divide ``n``. The pipeline is the
-    one Keras builds for `fit` on arrays (batched gathers in a parallel map),
-    so it is as fast.
+    partial when ``batch_size`` does not divide ``n``. It is pass `epoch` of
+    `batch_stream`.
 
     Args:
         arrays: a NumPy array, tensor, or a nested tuple/list/dict of them,
-            all with the same first dimension ``n``; the dataset yields the
-            same structure (lists become tuples). A Keras training tuple
-            ``(x, y, sample_weight)`` works as is.
+            all with the same first dimension ``n`` (see `batch_stream`).
         seed: the root seed.
-        epoch: the epoch whose order to use: an int, or a zero-argument
-            callable called each time an iterator over the dataset is
-            created, so one dataset object can follow the epochs of a
-            training loop that re-iterates it once per epoch (Keras `fit`).
+        epoch: the epoch whose order to use, an integer >= 0.
         batch_size: the number of samples per batch, >= 1.
         within_batch: if True, keep the batches in order and only shuffle
             inside each batch (Keras' ``shuffle="batch"``).
 
     Returns:
-        A `tf.data.Dataset` of batches.
+        A `tf.data.Dataset` of ``ceil(n / batch_size)`` batches.
 
     Example:
 
@@ -200,54 +312,12 @@ def shuffled_batches(
     """
     tf = _tf()
     seed = validate_seed(seed)
+    epoch = _check_epoch(epoch)
     batch_size = _check_count(batch_size, "batch_size", 1)
-    current_epoch = _epoch_function(epoch)
-    structure = _lists_to_tuples(arrays)
-    leaves = tf.nest.flatten(structure)
-    if not leaves:
-        raise ValueError(f"Invalid arrays: {arrays!r} holds no array.")
-    tensors = [_to_dense_tensor(leaf, tf) for leaf in leaves]
-    sizes = {int(t.shape[0]) if t.shape.rank else -1 for t in tensors}
-    if len(sizes) != 1 or -1 in sizes:
-        raise ValueError(
-            "Invalid arrays: every array must have the same first dimension (the "
-            f"number of samples); got first dimensions {sorted(sizes)}."
-        )
-    n = sizes.pop()
-    structure = tf.nest.pack_sequence_as(structure, tensors)
-    full_batches, partial = divmod(n, batch_size)
-    block = batch_size if within_batch else None
-
-    def permutation(_):
-        order = tf.numpy_function(
-            lambda: epoch_permutation(seed, current_epoch(), n, block_size=block),
-            [],
-            tf.int64,
-            stateful=True,
-        )
-        return tf.ensure_shape(order, [n])
-
-    def batches_of(order):
-        head = tf.reshape(order[: full_batches * batch_size], [full_batches, batch_size])
-        batches = tf.data.Dataset.from_tensor_slices(head)
-        if partial:
-            batches = batches.concatenate(tf.data.Dataset.from_tensors(order[full_batches * batch_size :]))
-        return batches
-
-    def gather(indices, data):
-        return tf.nest.map_structure(lambda t: tf.gather(t, indices, axis=0), data)
-
-    # Same structure as Keras' array pipeline: the permutation is made when
-    # an iterator starts (prefetched once), then batches of indices gather
-    # from the whole arrays in a parallel map.
-    indices = tf.data.Dataset.range(1).map(permutation).prefetch(1).flat_map(batches_of)
-    indices = indices.apply(tf.data.experimental.assert_cardinality(full_batches + bool(partial)))
-    dataset = tf.data.Dataset.zip((indices, tf.data.Dataset.from_tensors(structure).repeat()))
-    dataset = dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    options = tf.data.Options()
-    options.experimental_optimization.apply_default_optimizations = False
-    dataset = dataset.with_options(options)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    structure, n = _prepare_arrays(arrays, tf)
+    per_pass = -(-n // batch_size)
+    stream = _stream(structure, n, seed, batch_size, lambda: epoch * per_pass, within_batch, tf)
+    return stream.take(per_pass).apply(tf.data.experimental.assert_cardinality(per_pass))
 
 
 def epoch_shuffle(dataset: Any, seed: int, epoch: Any, *, window: int | None = None) -> Any:

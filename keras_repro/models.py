@@ -630,6 +630,11 @@ class SeededModel(keras.Model):
         Example:
 
         ```python
+        import keras
+        import keras_repro as kr
+
+        inputs = keras.Input((4,))
+        model = kr.SeededModel(inputs, keras.layers.Dense(1)(inputs), seed=42)
         model.reseed(7)
         assert model.seed == 7
         ```
@@ -678,7 +683,11 @@ class SeededModel(keras.Model):
         class docstring for what changes: the global streams are seeded from
         ``derive_seed(seed, "global")`` at the start, and ``shuffle`` on
         array inputs orders epoch ``e`` by
-        ``keras_repro.epoch_permutation(self.seed, e, n)``.
+        ``keras_repro.epoch_permutation(self.seed, e, n)``. With a
+        ``steps_per_epoch`` other than one pass over the data, the p-th pass
+        is ordered by ``epoch_permutation(self.seed, p, n)`` and epoch k
+        starts at batch ``k * steps_per_epoch`` of the passes (see
+        `keras_repro.batch_stream`).
         """
         _seed_global_streams(self.seed)
         tracker = _EpochTracker(self, initial_epoch)
@@ -691,11 +700,17 @@ class SeededModel(keras.Model):
                     (x, y, sample_weight), validation_split=validation_split
                 )
             validation_split = 0.0
-            x = data.shuffled_batches(
+            batch_size = _batch_size(x, batch_size, steps_per_epoch)
+            steps_per_epoch = steps_per_epoch or -(-_num_samples(x) // batch_size)
+            # One stream for the whole fit, started where Keras starts (the
+            # tracker knows the epoch once callbacks such as BackupAndRestore
+            # have run): epoch k of a resumed run gets the batches of epoch
+            # k of an uninterrupted one.
+            x = data.batch_stream(
                 _pack(x, y, sample_weight),
                 seed=self.seed,
-                epoch=lambda: tracker.epoch,
-                batch_size=_batch_size(x, batch_size, steps_per_epoch),
+                batch_size=batch_size,
+                start=lambda: tracker.epoch * steps_per_epoch,
                 within_batch=shuffle == "batch",
             )
             y = sample_weight = batch_size = None
@@ -729,12 +744,16 @@ def _first_array(x):
     return x
 
 
+def _num_samples(x) -> int:
+    return int(_first_array(x).shape[0])
+
+
 def _batch_size(x, batch_size, steps_per_epoch) -> int:
     """Keras' rule for array inputs: given, else from steps_per_epoch, else 32."""
     if batch_size:
         return batch_size
     if steps_per_epoch:
-        return int(math.ceil(int(_first_array(x).shape[0]) / steps_per_epoch))
+        return int(math.ceil(_num_samples(x) / steps_per_epoch))
     return 32
 
 

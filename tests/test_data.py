@@ -23,12 +23,12 @@ random.random(); np.random.rand(); tf.random.uniform(())
 
 ds = tf.data.Dataset.range(12)
 x = np.arange(10)
-epoch = [0]
-batches = kr.shuffled_batches((x, x * 2), seed=9, epoch=lambda: epoch[0], batch_size=4)
-shuffled_batches = []
-for e in range(2):
-    epoch[0] = e
-    shuffled_batches.append([b[0].tolist() for b in batches.as_numpy_iterator()])
+shuffled_batches = [
+    [b[0].tolist() for b in kr.shuffled_batches((x, x * 2), seed=9, epoch=e, batch_size=4).as_numpy_iterator()]
+    for e in range(2)
+]
+stream = kr.batch_stream((x, x * 2), seed=9, batch_size=4, start=2)  # epoch 0, last batch
+stream = [b[0].tolist() for b in stream.take(4).as_numpy_iterator()]
 emit({
     "permutations": [kr.epoch_permutation(9, e, 12).tolist() for e in range(3)],
     "epoch_shuffle": [[int(v) for v in kr.epoch_shuffle(ds, 9, e).as_numpy_iterator()] for e in range(3)],
@@ -37,6 +37,7 @@ emit({
         lambda e: kr.epoch_shuffle(ds.map(lambda v: v * 10), 9, e).batch(5), epochs=3, initial_epoch=1
     ).as_numpy_iterator()],
     "shuffled_batches": shuffled_batches,
+    "stream": stream,
 })
 """
 
@@ -53,9 +54,10 @@ def test_orders_are_identical_across_processes_under_op_determinism():
         [10 * v for v in here[1][:5]], [10 * v for v in here[1][5:10]], [10 * v for v in here[1][10:]],
         [10 * v for v in here[2][:5]], [10 * v for v in here[2][5:10]], [10 * v for v in here[2][10:]],
     ]
+    orders = [kr.epoch_permutation(9, e, 10).tolist() for e in range(2)]
     for e in range(2):
-        order = kr.epoch_permutation(9, e, 10).tolist()
-        assert first["shuffled_batches"][e] == [order[:4], order[4:8], order[8:]]
+        assert first["shuffled_batches"][e] == [orders[e][:4], orders[e][4:8], orders[e][8:]]
+    assert first["stream"] == [orders[0][8:], orders[1][:4], orders[1][4:8], orders[1][8:]]
     window = first["window"]
     assert [sorted(window[i:i + 5]) for i in (0, 5, 10)] == [list(range(0, 5)), list(range(5, 10)), [10, 11]]
     assert window != list(range(12))
@@ -92,25 +94,33 @@ def test_epoch_permutation_rejects_bad_arguments(kwargs, error, match):
         kr.epoch_permutation(**kwargs)
 
 
-def test_shuffled_batches_keeps_structure_and_follows_a_callable_epoch():
+def test_shuffled_batches_keeps_structure_and_orders_by_epoch():
     x = {"a": np.arange(9), "b": [np.arange(9) * 2, np.arange(9.0)]}
-    epoch = [0]
-    dataset = kr.shuffled_batches((x, np.arange(9)), seed=1, epoch=lambda: epoch[0], batch_size=4)
-    assert int(dataset.cardinality()) == 3
-    seen = []
-    for e in (0, 1, 0):
-        epoch[0] = e
+    for e in (0, 1):
+        dataset = kr.shuffled_batches((x, np.arange(9)), seed=1, epoch=e, batch_size=4)
+        assert int(dataset.cardinality()) == 3
         batches = list(dataset.as_numpy_iterator())
         (features, target) = batches[0]
         assert set(features) == {"a", "b"} and isinstance(features["b"], tuple)
         assert np.array_equal(features["b"][0], 2 * target)
-        seen.append(np.concatenate([b[1] for b in batches]).tolist())
-    assert seen[0] == kr.epoch_permutation(1, 0, 9).tolist() == seen[2]
-    assert seen[1] == kr.epoch_permutation(1, 1, 9).tolist()
+        assert np.concatenate([b[1] for b in batches]).tolist() == kr.epoch_permutation(1, e, 9).tolist()
     within = kr.shuffled_batches(np.arange(9), seed=1, epoch=1, batch_size=4, within_batch=True)
     assert np.concatenate(list(within.as_numpy_iterator())).tolist() == kr.epoch_permutation(
         1, 1, 9, block_size=4
     ).tolist()
+
+
+def test_batch_stream_reads_a_callable_start_when_iteration_begins():
+    start = [0]
+    stream = kr.batch_stream(np.arange(6), seed=3, batch_size=4, start=lambda: start[0])
+    order = [kr.epoch_permutation(3, p, 6).tolist() for p in range(3)]
+    assert [b.numpy().tolist() for b in stream.take(3)] == [order[0][:4], order[0][4:], order[1][:4]]
+    start[0] = 3  # pass 1, second batch
+    assert [b.numpy().tolist() for b in stream.take(2)] == [order[1][4:], order[2][:4]]
+    with pytest.raises(ValueError, match="start"):
+        kr.batch_stream(np.arange(6), seed=3, batch_size=4, start=-1)
+    with pytest.raises(ValueError, match="no samples"):
+        kr.batch_stream(np.zeros((0, 2)), seed=3, batch_size=4)
 
 
 def test_shuffled_batches_rejects_bad_arrays():
@@ -123,6 +133,8 @@ def test_shuffled_batches_rejects_bad_arrays():
         kr.shuffled_batches(np.zeros(3), seed=1, epoch=0, batch_size=0)
     with pytest.raises(ValueError, match="epoch"):
         kr.shuffled_batches(np.zeros(3), seed=1, epoch=-1, batch_size=2)
+    with pytest.raises(TypeError, match="seed"):
+        kr.shuffled_batches(np.zeros(3), seed=None, epoch=0, batch_size=2)
 
 
 def test_epoch_shuffle_handles_unknown_sizes_and_rejects_what_it_cannot_permute():
