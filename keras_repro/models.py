@@ -451,6 +451,11 @@ def _seed_after_init(init: Callable) -> Callable:
             if outermost:
                 del depths[id(self)]
         if outermost:
+            if "_keras_repro_seed" not in vars(self):
+                raise TypeError(
+                    f"{type(self).__name__}.__init__ must call "
+                    "super().__init__(seed=seed, **kwargs) (a SeededModel needs its seed)."
+                )
             seed_model(self, self.seed)
 
     __init__.__signature__ = inspect.signature(init)
@@ -597,9 +602,15 @@ class SeededModel(keras.Model):
         if "__init__" in cls.__dict__:
             cls.__init__ = _seed_after_init(cls.__dict__["__init__"])
 
-    def __init__(self, *args, seed: int, **kwargs):
+    def __init__(self, *args, seed: int | None = None, **kwargs):
         from keras.src.models.model import functional_init_arguments
 
+        if seed is None:
+            raise TypeError(
+                f"{type(self).__name__} needs a seed: pass seed=<int in [0, 2**32 - 1]>. "
+                "(keras.models.clone_model cannot pass one; clone a seeded model with "
+                "type(model).from_config(model.get_config()) instead.)"
+            )
         seed = validate_seed(seed)
         if functional_init_arguments(args, kwargs) and not isinstance(self, Functional):
             raise TypeError(
@@ -612,8 +623,9 @@ class SeededModel(keras.Model):
 
     @property
     def seed(self) -> int:
-        """The model's root seed."""
-        return self._keras_repro_seed
+        """The model's root seed (the last one given to `reseed` or `seed_model`)."""
+        record = getattr(self, _RECORD, None)
+        return record.seed if record is not None else self._keras_repro_seed
 
     def reseed(self, seed: int) -> "SeededModel":
         """Re-keys the model by a new seed: re-initializes every weight, resets every seed generator.
@@ -791,5 +803,5 @@ class SeededFunctional(SeededModel, Functional):
     ```
     """
 
-    def __init__(self, inputs, outputs, name=None, *, seed: int, **kwargs):
+    def __init__(self, inputs, outputs, name=None, *, seed: int | None = None, **kwargs):
         SeededModel.__init__(self, inputs, outputs, name=name, seed=seed, **kwargs)

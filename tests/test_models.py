@@ -390,10 +390,19 @@ def test_bad_inputs_are_rejected_with_clear_errors():
     inputs = keras.Input((2,))
     with pytest.raises(TypeError, match="'42'"):
         kr.SeededModel(inputs, L.Dense(1)(inputs), seed="42")
-    with pytest.raises(TypeError, match="seed"):
+    with pytest.raises(TypeError, match="needs a seed"):
         kr.SeededModel(inputs, L.Dense(1)(inputs))
+    with pytest.raises(TypeError, match="from_config"):
+        keras.models.clone_model(_mlp())
     with pytest.raises(ValueError):
         _mlp().reseed(2**32)
+
+    class Forgetful(kr.SeededModel):
+        def __init__(self, **kwargs):
+            keras.Model.__init__(self, **kwargs)
+
+    with pytest.raises(TypeError, match=r"super\(\).__init__\(seed=seed"):
+        Forgetful()
 
 
 # ------------------------------------------------------------------ fit: data order
