@@ -22,11 +22,7 @@ from keras_repro.determinism import (
     determinism_enabled,
     enable_determinism,
 )
-from keras_repro.fingerprint import (
-    fingerprint_details,
-    fingerprint_rng_streams,
-    tracked_variables,
-)
+from keras_repro.fingerprint import Fingerprinter, fingerprint_rng_streams
 from keras_repro.manifest import diff_manifests, manifest
 from keras_repro.seeds import ReproducibilityWarning
 from keras_repro.trace import (
@@ -102,7 +98,9 @@ class DeterminismCallback(keras.callbacks.Callback):
       skips it; the findings are in `findings`;
     - writes a trace header (with the environment manifest) and a
       ``fit_begin`` record: the fingerprint of every variable and of the
-      global RNG state.
+      global RNG state. (Keras builds a model that was never called, and a
+      fresh optimizer's slots, in the first training step: those variables
+      appear from the first epoch or batch record on.)
 
     Then, every epoch (``every="epoch"``), every batch (``"batch"``) or
     every N batches (``every=N``), it appends a record with the optimizer
@@ -197,7 +195,8 @@ class DeterminismCallback(keras.callbacks.Callback):
         self._warned: set[tuple[str, str | None]] = set()
         self._epoch: int | None = None
         self._last_batch = -1
-        self._variables: dict[str, Any] | None = None
+        self._fingerprinter: Fingerprinter | None = None
+        self._stale = True
         if self.every != "epoch":
             # Only batch-level recording defines a batch hook: Keras dispatches
             # batch hooks asynchronously (and faster) when no callback has one.
@@ -291,11 +290,16 @@ class DeterminismCallback(keras.callbacks.Callback):
 
     def _record(self, kind: str, epoch: int | None = None, batch: int | None = None, rng: bool = False) -> None:
         model = self.model
-        if kind != "batch" or self._variables is None:
-            # Batch records reuse the variable list of the last other record:
+        if self._fingerprinter is None or self._fingerprinter.model is not model:
+            self._fingerprinter = Fingerprinter(model)
+        elif kind != "batch" or self._stale:
+            # Batch records reuse the variable list of the previous record:
             # walking the model costs more than hashing a small one.
-            self._variables = tracked_variables(model)
-        details = fingerprint_details(model, self._variables)
+            self._fingerprinter.refresh()
+        # The first training step may still build the model and the optimizer
+        # slots: list the variables again after it.
+        self._stale = kind == "fit_begin"
+        details = self._fingerprinter.details()
         record: dict[str, Any] = {
             "type": kind,
             "fit": self._fit,

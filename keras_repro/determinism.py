@@ -26,6 +26,7 @@ for finding in kr.audit():
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -135,15 +136,11 @@ def _backend() -> str:
 
 
 def _tensorflow(import_it: bool):
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"]
-    if not import_it:
-        return None
-    try:
-        import tensorflow
-    except ImportError:
-        return None
-    return tensorflow
+    """TF when loaded (or, with `import_it`, when installed), else None."""
+    if import_it and "tensorflow" not in sys.modules:
+        with contextlib.suppress(ImportError):
+            import tensorflow  # noqa: F401
+    return sys.modules.get("tensorflow")
 
 
 def _tf_op_determinism() -> bool:

@@ -43,7 +43,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import keras
 import numpy as np
@@ -53,6 +53,7 @@ from keras_repro import paths
 from keras_repro.seeds import rng_state
 
 __all__ = [
+    "Fingerprinter",
     "ModelFingerprint",
     "digest_array",
     "fingerprint",
@@ -158,19 +159,29 @@ def tracked_variables(model: keras.layers.Layer) -> dict[str, Any]:
     return result
 
 
-def _as_numpy(variable: Any) -> np.ndarray:
-    """The variable's value as a NumPy array, without a copy where possible."""
+def _reader(variable: Any) -> Callable[[], Any]:
+    """A function returning the variable's current value, as cheaply as the backend allows."""
     value = variable.value if isinstance(variable, keras.Variable) else variable
-    read = getattr(value, "read_value", None)
-    if read is not None and hasattr(value, "handle"):
-        # A tf.Variable: `value()` is a zero-copy read; `.numpy()` would copy.
-        value = value.value()
+    handle = getattr(value, "handle", None)
+    if handle is not None and hasattr(value, "read_value"):
+        # A tf.Variable: a raw ReadVariableOp shares the buffer (TF copies on
+        # the next write while we hold it); `.numpy()` would copy every time.
+        import tensorflow as tf
+
+        dtype = value.dtype
+        return lambda: tf.raw_ops.ReadVariableOp(resource=handle, dtype=dtype)
+    if isinstance(variable, keras.Variable):
+        return lambda: variable.value
+    return lambda: variable
+
+
+def _to_numpy(value: Any) -> np.ndarray:
     try:
         array = np.asarray(value)
-    except (TypeError, RuntimeError, ValueError):
-        array = keras.ops.convert_to_numpy(value)
+    except (TypeError, RuntimeError, ValueError):  # e.g. a torch tensor that requires grad
+        return keras.ops.convert_to_numpy(value)
     if array.dtype == object:  # a backend tensor NumPy did not understand
-        array = keras.ops.convert_to_numpy(value)
+        return keras.ops.convert_to_numpy(value)
     return array
 
 
@@ -181,19 +192,16 @@ def _little_endian(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def _dtype_name(variable: Any, array: np.ndarray) -> str:
-    dtype = getattr(variable, "dtype", None)
-    return dtype if isinstance(dtype, str) else array.dtype.name
+def _header(dtype: str, shape: tuple[int, ...]) -> bytes:
+    return f"{dtype}|{','.join(map(str, shape))}|".encode()
 
 
-def _digest(array: np.ndarray, dtype: str) -> tuple[str, tuple[int, ...]]:
+def _digest(array: np.ndarray, header: bytes) -> str:
     array = _little_endian(array)
-    shape = tuple(int(d) for d in array.shape)
-    hasher = xxhash.xxh3_64()
-    hasher.update(f"{dtype}|{','.join(map(str, shape))}|".encode())
+    hasher = xxhash.xxh3_64(header)
     if array.size:
         hasher.update(array.reshape(-1).view(np.uint8))
-    return hasher.hexdigest(), shape
+    return hasher.hexdigest()
 
 
 def digest_array(array: Any, dtype: str | None = None) -> str:
@@ -220,7 +228,7 @@ def digest_array(array: Any, dtype: str | None = None) -> str:
     ```
     """
     array = np.asarray(array)
-    return _digest(array, dtype or array.dtype.name)[0]
+    return _digest(array, _header(dtype or array.dtype.name, tuple(int(d) for d in array.shape)))
 
 
 def _combine(entries: list[tuple[str, str, tuple[int, ...], str]]) -> str:
@@ -230,16 +238,75 @@ def _combine(entries: list[tuple[str, str, tuple[int, ...], str]]) -> str:
     return hasher.hexdigest()
 
 
-def fingerprint_details(
-    model: keras.layers.Layer, variables: Mapping[str, Any] | None = None
-) -> ModelFingerprint:
+class Fingerprinter:
+    """Fingerprints one model repeatedly, walking it and planning the reads once.
+
+    `fingerprint_details(model)` is ``Fingerprinter(model).details()``. Keep
+    a `Fingerprinter` to fingerprint a model every training step; call
+    `refresh` when the model may have gained variables (Keras builds an
+    unbuilt model and a fresh optimizer's slots in the first training step).
+
+    Args:
+        model: a Keras model or layer.
+
+    Example:
+
+    ```python
+    import keras
+    from keras_repro.fingerprint import Fingerprinter
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    fingerprinter = Fingerprinter(model)
+    fingerprinter.details().digest
+    ```
+    """
+
+    def __init__(self, model: keras.layers.Layer) -> None:
+        _check_model(model)
+        self.model = model
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Lists the model's variables again (see `tracked_variables`)."""
+        self.variables = tracked_variables(self.model)
+        self._plan = []
+        for path, variable in self.variables.items():
+            dtype = getattr(variable, "dtype", None)
+            self._plan.append((path, _reader(variable), dtype if isinstance(dtype, str) else None))
+        self._headers: dict[tuple[str, tuple[int, ...]], bytes] = {}
+
+    def details(self) -> ModelFingerprint:
+        """Reads every variable once and fingerprints it and the model."""
+        # On JAX, fit keeps the live state outside the variables until synced.
+        sync = getattr(self.model, "jax_state_sync", None)
+        if callable(sync):
+            sync()
+        digests: dict[str, str] = {}
+        schema: dict[str, tuple[str, tuple[int, ...]]] = {}
+        entries = []
+        iterations = None
+        for path, read, dtype in self._plan:
+            array = _to_numpy(read())
+            dtype = dtype or array.dtype.name
+            shape = array.shape
+            header = self._headers.get((dtype, shape))
+            if header is None:
+                shape = tuple(int(d) for d in shape)
+                header = self._headers[(dtype, shape)] = _header(dtype, shape)
+            digest = _digest(array, header)
+            digests[path] = digest
+            schema[path] = (dtype, shape)
+            entries.append((path, dtype, shape, digest))
+            if path == ITERATIONS_PATH and array.size == 1:
+                iterations = int(array.reshape(-1)[0])
+        return ModelFingerprint(_combine(entries), digests, schema, iterations)
+
+
+def fingerprint_details(model: keras.layers.Layer) -> ModelFingerprint:
     """Fingerprints a model and each of its variables, reading each variable once.
 
     Args:
         model: a Keras model or layer.
-        variables: the result of `tracked_variables(model)`, to save walking
-            the model again when fingerprinting it repeatedly (its variables
-            must not have changed since).
 
     Returns:
         A `ModelFingerprint` with the model digest, the per-variable digests
@@ -257,26 +324,7 @@ def fingerprint_details(
     assert details.digest == kr.fingerprint(model)
     ```
     """
-    if variables is None:
-        variables = tracked_variables(model)
-    # On JAX, fit keeps the live state outside the variables until synced.
-    sync = getattr(model, "jax_state_sync", None)
-    if callable(sync):
-        sync()
-    digests: dict[str, str] = {}
-    schema: dict[str, tuple[str, tuple[int, ...]]] = {}
-    entries = []
-    iterations = None
-    for path, variable in variables.items():
-        array = _as_numpy(variable)
-        dtype = _dtype_name(variable, array)
-        digest, shape = _digest(array, dtype)
-        digests[path] = digest
-        schema[path] = (dtype, shape)
-        entries.append((path, dtype, shape, digest))
-        if path == ITERATIONS_PATH and array.size == 1:
-            iterations = int(array.reshape(-1)[0])
-    return ModelFingerprint(_combine(entries), digests, schema, iterations)
+    return Fingerprinter(model).details()
 
 
 def fingerprint(model: keras.layers.Layer) -> str:

@@ -403,10 +403,10 @@ def write_manifest(path: _files.PathLike, value: Mapping[str, Any] | None = None
     Example:
 
     ```python
-    import keras_repro.manifest as km
+    from keras_repro.manifest import read_manifest, write_manifest
 
-    km.write_manifest("run_env.json")
-    km.read_manifest("run_env.json")
+    write_manifest("run_env.json")
+    read_manifest("run_env.json")
     ```
     """
     value = manifest() if value is None else dict(value)

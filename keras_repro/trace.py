@@ -1,12 +1,12 @@
 """Trace files of a training run and the first divergence between two of them.
 
-A trace is a JSON Lines file. The first line is a header (format
+A trace is a JSON Lines file (UTF-8). The first line is a header (format
 ``"keras_repro.trace"``, version, the run's manifest and the recording
 frequency); then one record per line: ``fit_begin`` (the start fingerprint:
 weights and RNG state), ``epoch`` or ``batch`` records, ``fit_end``, one
 group per ``fit`` call; the last line is an ``end`` record holding the number
-of lines. Each line carries its sequence number and an XXH3-64 checksum
-(``crc``) of its own canonical JSON, so a truncated, edited, reordered or
+of lines. Each line carries its sequence number and, as ``crc``, the XXH3-64 of the
+canonical JSON (sorted keys, no spaces) of the rest of the line, so a truncated, edited, reordered or
 corrupted file is detected, never read as good.
 
 While a run is going, the trace is written to ``<path>.partial``; the
@@ -75,8 +75,12 @@ def _crc(record: Mapping[str, Any]) -> str:
 
 
 def encode_line(record: Mapping[str, Any]) -> str:
-    """One trace line: the record with its checksum, as canonical JSON plus newline."""
-    return _canonical({**record, "crc": _crc(record)}) + "\n"
+    """One trace line: the record's canonical JSON with its checksum appended as ``"crc"``."""
+    if not record:
+        raise ValueError("A trace record cannot be empty.")
+    text = _canonical(record)
+    crc = xxhash.xxh3_64_hexdigest(text.encode())
+    return f'{text[:-1]},"crc":"{crc}"}}\n'
 
 
 @dataclasses.dataclass
@@ -251,8 +255,10 @@ class TraceWriter:
         self.write({"type": "header", "format": TRACE_FORMAT, "version": TRACE_VERSION, **header})
 
     def resume(self) -> None:
-        """Continues a trace published by `finish` (no-op while it is still open)."""
+        """Continues a trace after `finish` (or after `close`, when a fit stopped with an error)."""
         if not self.finished:
+            if self.path is not None and self._file is None:
+                self._file = open(self.partial, "a", encoding="utf-8")  # noqa: SIM115
             return
         self.finished = False
         if self.path is None:
@@ -271,11 +277,13 @@ class TraceWriter:
         """Appends one record (adding its sequence number and checksum); returns it."""
         record = {**record, "seq": self._seq}
         line = encode_line(record)
-        if self._file is not None:
+        if self.path is None:
+            self._lines.append(line)
+        elif self._file is None:
+            raise RuntimeError(f"The trace {self.partial} is not open for writing (start or resume it).")
+        else:
             self._file.write(line)
             self._file.flush()
-        else:
-            self._lines.append(line)
         self._seq += 1
         return record
 

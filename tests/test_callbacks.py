@@ -271,10 +271,16 @@ def test_works_with_every_kind_of_model_and_several_fits(tmp_path, make):
 
 def test_batch_and_every_n_recording(tmp_path):
     path = tmp_path / "batch.jsonl"
-    fit(sequential(), [callback(path, every="batch")], epochs=2)  # 5 batches per epoch
-    keys = [(r["type"], r["epoch"], r["batch"]) for r in load_trace(path).records]
+    model = sequential()
+    model.compile("adam", "mse")  # its slots are created in the first step
+    fit(model, [callback(path, every="batch")], epochs=2)  # 5 batches per epoch
+    records = load_trace(path).records
+    keys = [(r["type"], r["epoch"], r["batch"]) for r in records]
     assert keys == [("fit_begin", None, None)] + [("batch", e, b) for e in (0, 1) for b in range(5)] + [
         ("fit_end", 1, None)]
+    assert "optimizer/hidden/kernel/momentum" not in dict(records[0]["variables"])
+    assert [p for p, _ in records[1]["variables"]] == [p for p, _ in records[-1]["variables"]]
+    assert "optimizer/hidden/kernel/momentum" in dict(records[1]["variables"])
     path = tmp_path / "every2.jsonl"
     fit(sequential(), [callback(path, every=2)], epochs=2)
     records = load_trace(path).records
@@ -320,6 +326,19 @@ def test_a_crashed_fit_leaves_no_complete_trace(tmp_path):
     assert [r["type"] for r in partial.records] == ["fit_begin", "epoch"]
 
 
+def test_fit_again_after_a_mismatch_error_keeps_writing_the_trace(tmp_path):
+    reference = tmp_path / "ref.jsonl"
+    fit(sequential(), [callback(reference)], epochs=1)
+    cb = callback(tmp_path / "run.jsonl", reference=reference)
+    model = sequential()
+    with pytest.raises(kr.NondeterminismError):
+        fit(model, [cb], epochs=1)
+    fit(model, [cb], epochs=1)  # comparison is over; the trace goes on
+    trace = load_trace(tmp_path / "run.jsonl")
+    assert [(r["type"], r["fit"]) for r in trace.records] == [
+        ("fit_begin", 0), ("fit_begin", 1), ("epoch", 1), ("fit_end", 1)]
+
+
 def test_mismatch_can_warn_and_training_goes_on(tmp_path):
     reference = tmp_path / "ref.jsonl"
     fit(sequential(), [callback(reference)], epochs=2)
@@ -340,9 +359,8 @@ def test_reference_may_be_the_trace_path_itself(tmp_path):
 
 
 def test_audit_modes(tmp_path, monkeypatch):
-    monkeypatch.setattr(det, "get_root_seed", lambda: None)
-    monkeypatch.setattr(det, "_keras_seed", lambda: None)
-    monkeypatch.setattr(det, "_tf_global_seed", lambda: None)
+    for name in ("get_root_seed", "_keras_seed", "_tf_global_seed"):  # nothing seeded: an error finding
+        monkeypatch.setattr(det, name, lambda: None)
     with pytest.raises(det.AuditError, match="root-seed-unset"):
         fit(sequential(), [callback(audit="raise")])
     cb = callback(audit="warn")

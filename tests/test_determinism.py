@@ -35,6 +35,13 @@ def clean_process(monkeypatch):
     monkeypatch.setattr(det, "_gpu_devices", lambda: [])
 
 
+@pytest.fixture
+def no_seeds(monkeypatch):
+    monkeypatch.setattr(det, "get_root_seed", lambda: None)
+    monkeypatch.setattr(det, "_keras_seed", lambda: None)
+    monkeypatch.setattr(det, "_tf_global_seed", lambda: None)
+
+
 def codes(findings, severity=None):
     return [f.code for f in findings if severity is None or f.severity == severity]
 
@@ -99,10 +106,7 @@ def test_hashseed_unset(clean_process, monkeypatch):
     assert finding.severity == "warning" and "PYTHONHASHSEED=0 python" in finding.fix
 
 
-def test_root_seed_unset(clean_process, monkeypatch):
-    monkeypatch.setattr(det, "get_root_seed", lambda: None)
-    monkeypatch.setattr(det, "_keras_seed", lambda: None)
-    monkeypatch.setattr(det, "_tf_global_seed", lambda: None)
+def test_root_seed_unset(clean_process, no_seeds, monkeypatch):
     finding = only(kr.audit(), "root-seed-unset")
     assert finding.severity == "error" and "seed_everything" in finding.fix
     monkeypatch.setattr(det, "_tf_global_seed", lambda: 42)  # seeded, but not through keras_repro
@@ -239,11 +243,8 @@ def test_audit_reports_a_failing_check_instead_of_raising(clean_process, monkeyp
     assert finding.severity == "info" and "driver exploded" in finding.what
 
 
-def test_audit_sorts_by_severity_and_rejects_non_models(clean_process, monkeypatch):
+def test_audit_sorts_by_severity_and_rejects_non_models(clean_process, no_seeds, monkeypatch):
     monkeypatch.setattr(det, "hashseed_set_at_start", lambda: False)
-    monkeypatch.setattr(det, "get_root_seed", lambda: None)
-    monkeypatch.setattr(det, "_keras_seed", lambda: None)
-    monkeypatch.setattr(det, "_tf_global_seed", lambda: None)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4)])
     severities = [f.severity for f in kr.audit(model)]
     assert severities == ["error", "warning", "info"]

@@ -14,6 +14,7 @@ import xxhash
 
 import keras_repro as kr
 from keras_repro.fingerprint import (
+    Fingerprinter,
     digest_array,
     fingerprint_details,
     fingerprint_rng_streams,
@@ -169,3 +170,17 @@ def test_rng_fingerprint_rejects_bad_state():
         kr.fingerprint_rng([1, 2])
     with pytest.raises(ValueError, match="missing entries"):
         kr.fingerprint_rng({"python": []})
+
+
+def test_fingerprinter_reuses_its_plan_until_refreshed():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d")])
+    model.compile(keras.optimizers.Adam(), "mse")
+    fingerprinter = Fingerprinter(model)
+    assert fingerprinter.details() == fingerprint_details(model)
+    model.optimizer.build(model.trainable_variables)  # new slot variables
+    assert "optimizer/d/kernel/momentum" not in fingerprinter.details().variables
+    fingerprinter.refresh()
+    assert fingerprinter.details() == fingerprint_details(model)
+    assert "optimizer/d/kernel/momentum" in fingerprinter.details().variables
+    nudge(model.layers[0].bias)
+    assert fingerprinter.details().variables["d/bias"] == fingerprint_details(model).variables["d/bias"]
