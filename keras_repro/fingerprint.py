@@ -231,13 +231,6 @@ def digest_array(array: Any, dtype: str | None = None) -> str:
     return _digest(array, _header(dtype or array.dtype.name, tuple(int(d) for d in array.shape)))
 
 
-def _combine(entries: list[tuple[str, str, tuple[int, ...], str]]) -> str:
-    hasher = xxhash.xxh3_128()
-    for path, dtype, shape, digest in sorted(entries):
-        hasher.update(f"{path}\t{dtype}\t{','.join(map(str, shape))}\t{digest}\n".encode())
-    return hasher.hexdigest()
-
-
 class Fingerprinter:
     """Fingerprints one model repeatedly, walking it and planning the reads once.
 
@@ -273,7 +266,9 @@ class Fingerprinter:
         for path, variable in self.variables.items():
             dtype = getattr(variable, "dtype", None)
             self._plan.append((path, _reader(variable), dtype if isinstance(dtype, str) else None))
-        self._headers: dict[tuple[str, tuple[int, ...]], bytes] = {}
+        self._sorted_paths = sorted(self.variables)
+        # (dtype, shape) -> (digest header, shape text): shapes do not change.
+        self._formats: dict[tuple[str, tuple[int, ...]], tuple[bytes, str]] = {}
 
     def details(self) -> ModelFingerprint:
         """Reads every variable once and fingerprints it and the model."""
@@ -283,23 +278,23 @@ class Fingerprinter:
             sync()
         digests: dict[str, str] = {}
         schema: dict[str, tuple[str, tuple[int, ...]]] = {}
-        entries = []
+        lines: dict[str, str] = {}
         iterations = None
         for path, read, dtype in self._plan:
             array = _to_numpy(read())
-            dtype = dtype or array.dtype.name
-            shape = array.shape
-            header = self._headers.get((dtype, shape))
-            if header is None:
-                shape = tuple(int(d) for d in shape)
-                header = self._headers[(dtype, shape)] = _header(dtype, shape)
-            digest = _digest(array, header)
+            key = (dtype or array.dtype.name, array.shape)
+            formats = self._formats.get(key)
+            if formats is None:
+                shape = tuple(int(d) for d in array.shape)
+                formats = self._formats[key] = (_header(key[0], shape), ",".join(map(str, shape)))
+            digest = _digest(array, formats[0])
             digests[path] = digest
-            schema[path] = (dtype, shape)
-            entries.append((path, dtype, shape, digest))
+            schema[path] = key
+            lines[path] = f"{path}\t{key[0]}\t{formats[1]}\t{digest}\n"
             if path == ITERATIONS_PATH and array.size == 1:
                 iterations = int(array.reshape(-1)[0])
-        return ModelFingerprint(_combine(entries), digests, schema, iterations)
+        combined = xxhash.xxh3_128("".join(lines[p] for p in self._sorted_paths).encode()).hexdigest()
+        return ModelFingerprint(combined, digests, schema, iterations)
 
 
 def fingerprint_details(model: keras.layers.Layer) -> ModelFingerprint:
