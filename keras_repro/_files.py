@@ -18,6 +18,9 @@ from typing import Any, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
+_UMASK = os.umask(0o022)  # read the process umask (os.umask can only set it) ...
+os.umask(_UMASK)  # ... and put it back
+
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     """Writes `data` to `path` atomically (temp file, fsync, rename)."""
@@ -25,10 +28,15 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):  # mkstemp makes 0600; give the file the usual mode
+            os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        # The data is on disk before the rename, so whatever survives a kill
+        # or a power loss is a complete file: the old one or the new one. (An
+        # fsync of the folder would only make the new name durable sooner.)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -36,20 +44,6 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows: folders cannot be opened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def write_document(path: PathLike, kind: str, version: int, body: dict[str, Any]) -> None:
@@ -68,19 +62,28 @@ def read_document(path: PathLike, kind: str, versions: tuple[int, ...]) -> dict[
             version not in `versions`; the message names the file.
     """
     path = Path(path)
-    raw = path.read_bytes()
+    return parse_document(path.read_bytes(), kind, versions, str(path))
+
+
+def parse_document(raw: bytes | str, kind: str, versions: tuple[int, ...], where: str) -> dict[str, Any]:
+    """Parses and checks a versioned JSON document; errors name `where`."""
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{where}: not a valid {kind} document (not UTF-8: {e}).") from None
     if not raw.strip():
-        raise ValueError(f"{path}: the file is empty; expected a {kind} document.")
+        raise ValueError(f"{where}: the file is empty; expected a {kind} document.")
     try:
-        document = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not a valid {kind} document (corrupt or truncated JSON: {e}).") from None
+        document = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: not a valid {kind} document (corrupt or truncated JSON: {e}).") from None
     if not isinstance(document, dict) or document.get("format") != kind:
         found = document.get("format") if isinstance(document, dict) else type(document).__name__
-        raise ValueError(f"{path}: expected a {kind} document, found format {found!r}.")
+        raise ValueError(f"{where}: expected a {kind} document, found format {found!r}.")
     if document.get("version") not in versions:
         raise ValueError(
-            f"{path}: {kind} version {document.get('version')!r} is not supported "
+            f"{where}: {kind} version {document.get('version')!r} is not supported "
             f"(supported: {', '.join(map(str, versions))})."
         )
     return document

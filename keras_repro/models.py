@@ -51,6 +51,7 @@ import warnings
 from typing import Any, Callable
 
 import keras
+import numpy as np
 from keras.src.initializers.random_initializers import RandomInitializer
 from keras.src.models.functional import Functional
 
@@ -64,10 +65,12 @@ from keras_repro.seeds import (
     set_rng_state,
     validate_seed,
 )
+from keras_repro.state import ResumePoint, set_mid_epoch_resumable, set_resume_point
 
 __all__ = ["SeededFunctional", "SeededModel", "UnseededWeightWarning", "seed_model"]
 
 _RECORD = "_keras_repro_seeding"
+_GENERATORS_KEY = "keras_repro_seed_generators"
 _HOOKED = "_keras_repro_seeding_hook"
 
 # Weights Keras' own layers create from an initializer held in no attribute.
@@ -662,6 +665,35 @@ class SeededModel(keras.Model):
         config["seed"] = self.seed
         return config
 
+    def save_own_variables(self, store):
+        """Saves the model's own variables and every layer seed generator state.
+
+        Keras keeps seed generator states (Dropout, GaussianNoise ...) out of
+        saved models, so a reloaded model would replay the first masks; a
+        `SeededModel` saves them (in stable-path order) and loads them back.
+        """
+        super().save_own_variables(store)
+        generators = paths.seed_generator_paths(self)
+        if generators:
+            store[_GENERATORS_KEY] = np.stack(
+                [keras.ops.convert_to_numpy(g.state.value) for g in generators.values()]
+            )
+
+    def load_own_variables(self, store):
+        own = {key: store[key] for key in store.keys() if key != _GENERATORS_KEY}
+        super().load_own_variables(own)
+        if _GENERATORS_KEY not in store.keys():
+            return  # saved without them (e.g. by keras_repro < 0.1 or a plain Model)
+        states = np.asarray(store[_GENERATORS_KEY])
+        generators = paths.seed_generator_paths(self)
+        if states.shape != (len(generators), 2):
+            raise ValueError(
+                f"The saved seed generator states have shape {states.shape}; this model has "
+                f"{len(generators)} seed generators: the file is from a different model."
+            )
+        for generator, state in zip(generators.values(), states):
+            generator.state.assign(keras.ops.convert_to_tensor(state, dtype=generator.state.dtype))
+
     def build_from_config(self, config):
         super().build_from_config(config)
         # Loading: seed what the build created; the saved weights come next.
@@ -702,9 +734,21 @@ class SeededModel(keras.Model):
         `keras_repro.batch_stream`).
         """
         _seed_global_streams(self.seed)
+        point = _restore(self, callbacks)
+        if point is not None:
+            initial_epoch = point.epoch
         tracker = _EpochTracker(self, initial_epoch)
         callbacks = _with_tracker(callbacks, tracker, self)
-        if shuffle and _is_dense_array((x, y, sample_weight)) and x is not None:
+        stream = bool(shuffle) and _is_dense_array((x, y, sample_weight)) and x is not None
+        set_mid_epoch_resumable(self, stream)
+        if point is not None and point.step > 0 and not stream:
+            raise ValueError(
+                f"Cannot resume exactly in the middle of epoch {point.epoch} (after "
+                f"{point.step} batches): SeededModel.fit can only start an epoch part-way "
+                "through for in-memory array inputs with shuffle=True. Use "
+                "save_freq='epoch' for other inputs."
+            )
+        if stream:
             if validation_split and validation_data is None:
                 from keras.src.trainers.data_adapters.array_slicing import train_validation_split
 
@@ -714,38 +758,103 @@ class SeededModel(keras.Model):
             validation_split = 0.0
             batch_size = _batch_size(x, batch_size, steps_per_epoch)
             steps_per_epoch = steps_per_epoch or -(-_num_samples(x) // batch_size)
-            # One stream for the whole fit, started where Keras starts (the
-            # tracker knows the epoch once callbacks such as BackupAndRestore
-            # have run): epoch k of a resumed run gets the batches of epoch
-            # k of an uninterrupted one.
-            x = data.batch_stream(
-                _pack(x, y, sample_weight),
-                seed=self.seed,
-                batch_size=batch_size,
-                start=lambda: tracker.epoch * steps_per_epoch,
-                within_batch=shuffle == "batch",
-            )
+            packed, stream_batch_size = _pack(x, y, sample_weight), batch_size
+
+            def stream_from(first_batch):
+                return data.batch_stream(
+                    packed, seed=self.seed, batch_size=stream_batch_size, start=first_batch,
+                    within_batch=shuffle == "batch",
+                )
+
+            # One stream per fit, started where Keras starts (the tracker knows
+            # the epoch once callbacks such as BackupAndRestore have run):
+            # epoch k of a resumed run gets the batches of epoch k of an
+            # uninterrupted one.
+            x = stream_from(lambda: tracker.epoch * steps_per_epoch)
             y = sample_weight = batch_size = None
             shuffle = False
-        return super().fit(
-            x=x,
-            y=y,
-            batch_size=batch_size,
-            epochs=epochs,
-            verbose=verbose,
-            callbacks=callbacks,
-            validation_split=validation_split,
-            validation_data=validation_data,
-            shuffle=shuffle,
-            class_weight=class_weight,
-            sample_weight=sample_weight,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch,
-            validation_steps=validation_steps,
-            validation_batch_size=validation_batch_size,
-            validation_freq=validation_freq,
-            **kwargs,
+        common = dict(
+            verbose=verbose, validation_split=validation_split, validation_data=validation_data,
+            shuffle=shuffle, class_weight=class_weight, validation_steps=validation_steps,
+            validation_batch_size=validation_batch_size, validation_freq=validation_freq, **kwargs,
         )
+        if point is not None and point.step > 0:
+            return self._fit_from_mid_epoch(point, stream_from, epochs, steps_per_epoch, callbacks, common)
+        return super().fit(
+            x=x, y=y, batch_size=batch_size, epochs=epochs, callbacks=callbacks,
+            sample_weight=sample_weight, initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch, **common,
+        )
+
+    def _fit_from_mid_epoch(self, point, stream_from, epochs, steps_per_epoch, callbacks, common):
+        """Finishes epoch `point.epoch` from batch `point.step`, then trains the rest.
+
+        Keras cannot start an epoch part-way through, so this runs two inner
+        fits that the callbacks see as one: one `on_train_begin`/`on_train_end`,
+        one History, and batch numbers of the first (partial) epoch counted
+        from `point.step`, as in the uninterrupted run.
+        """
+        callbacks = _OneRun(
+            callbacks, add_history=True, add_progbar=common["verbose"] != 0,
+            verbose=common["verbose"], epochs=epochs, steps=steps_per_epoch, model=self,
+        )
+        callbacks.batch_offset = point.step
+        callbacks.last_phase = point.epoch + 1 >= epochs
+        history = super().fit(
+            x=stream_from(point.epoch * steps_per_epoch + point.step), epochs=point.epoch + 1,
+            initial_epoch=point.epoch, steps_per_epoch=steps_per_epoch - point.step,
+            callbacks=callbacks, **common,
+        )
+        if callbacks.last_phase or self.stop_training:
+            return history
+        callbacks.batch_offset, callbacks.last_phase = 0, True
+        return super().fit(
+            x=stream_from((point.epoch + 1) * steps_per_epoch), epochs=epochs,
+            initial_epoch=point.epoch + 1, steps_per_epoch=steps_per_epoch,
+            callbacks=callbacks, **common,
+        )
+
+
+class _OneRun(keras.callbacks.CallbackList):
+    """The callbacks of a fit run as two inner fits (see `_fit_from_mid_epoch`)."""
+
+    batch_offset = 0
+    last_phase = True
+    _began = False
+
+    def on_train_begin(self, logs=None):
+        if not self._began:
+            self._began = True
+            super().on_train_begin(logs)
+
+    def on_train_end(self, logs=None):
+        if self.last_phase:
+            super().on_train_end(logs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        super().on_train_batch_begin(batch + self.batch_offset, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch + self.batch_offset, logs)
+
+
+def _restore(model, callbacks) -> ResumePoint | None:
+    """Lets callbacks that restore a backup (`restore_before_fit(model)`) do so now.
+
+    Restoring before Keras starts lets `fit` begin the data stream, and the
+    first epoch, exactly where the interrupted run stopped.
+    """
+    if isinstance(callbacks, keras.callbacks.CallbackList):
+        callbacks = callbacks.callbacks
+    elif isinstance(callbacks, keras.callbacks.Callback):
+        callbacks = [callbacks]
+    point = None
+    for callback in callbacks or []:
+        restore = getattr(callback, "restore_before_fit", None)
+        if callable(restore):
+            point = restore(model) or point
+    set_resume_point(model, point)
+    return point
 
 
 def _first_array(x):

@@ -10,6 +10,7 @@ same structure, in this or another process.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import keras
@@ -18,7 +19,18 @@ from keras_repro import paths
 from keras_repro._files import PathLike, read_document, write_document
 from keras_repro.seeds import rng_state, set_rng_state
 
-__all__ = ["load_rng_state", "model_rng_state", "save_rng_state", "set_model_rng_state"]
+__all__ = [
+    "ResumePoint",
+    "check_model_rng_state",
+    "get_resume_point",
+    "mid_epoch_resumable",
+    "load_rng_state",
+    "model_rng_state",
+    "save_rng_state",
+    "set_mid_epoch_resumable",
+    "set_model_rng_state",
+    "set_resume_point",
+]
 
 FORMAT = "keras_repro.rng_state"
 VERSION = 1
@@ -56,16 +68,11 @@ def model_rng_state(model: keras.layers.Layer) -> dict[str, Any]:
     }
 
 
-def set_model_rng_state(model: keras.layers.Layer, state: dict[str, Any]) -> None:
-    """Restores a state captured by `model_rng_state` into `model`.
+def check_model_rng_state(model: keras.layers.Layer, state: dict[str, Any]) -> None:
+    """Raises `ValueError` unless `state` (from `model_rng_state`) fits `model`.
 
-    Everything is checked before anything is assigned: a state from a model
-    with other seed generators raises `ValueError` naming the missing and
-    unexpected paths, and leaves the model and the global streams untouched.
-
-    Args:
-        model: a model of the same structure as the one captured.
-        state: the dict returned by `model_rng_state`.
+    The message names the seed generators missing from the state and those
+    in the state but not in the model.
     """
     if not isinstance(state, dict) or not {"seed_generators", "global"} <= set(state):
         raise ValueError(
@@ -87,9 +94,24 @@ def set_model_rng_state(model: keras.layers.Layer, state: dict[str, Any]) -> Non
     for path, value in saved.items():
         if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value)):
             raise ValueError(f"Invalid seed generator state for {path!r}: {value!r} (expected [seed, counter]).")
+
+
+def set_model_rng_state(model: keras.layers.Layer, state: dict[str, Any]) -> None:
+    """Restores a state captured by `model_rng_state` into `model`.
+
+    Everything is checked before anything is assigned: a state from a model
+    with other seed generators raises `ValueError` naming the missing and
+    unexpected paths, and leaves the model and the global streams untouched.
+
+    Args:
+        model: a model of the same structure as the one captured.
+        state: the dict returned by `model_rng_state`.
+    """
+    check_model_rng_state(model, state)
     set_rng_state(state["global"])
-    for path, generator in generators.items():
-        generator.state.assign(keras.ops.convert_to_tensor(saved[path], dtype=generator.state.dtype))
+    for path, generator in paths.seed_generator_paths(model).items():
+        value = state["seed_generators"][path]
+        generator.state.assign(keras.ops.convert_to_tensor(value, dtype=generator.state.dtype))
 
 
 def save_rng_state(model: keras.layers.Layer, path: PathLike) -> None:
@@ -131,3 +153,51 @@ def load_rng_state(model: keras.layers.Layer, path: PathLike) -> None:
         set_model_rng_state(model, document)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class ResumePoint:
+    """Where a restored training run picks up.
+
+    A callback that restores a model before training (see
+    `keras_repro.callbacks.ExactBackupAndRestore`) marks the model with it;
+    `SeededModel.fit` starts the data stream there and `DeterminismCallback`
+    continues the interrupted run's trace from there.
+
+    Attributes:
+        epoch: the epoch training resumes in.
+        step: batches of that epoch already trained (0: the epoch's start).
+        iterations: the optimizer's step count at the backup.
+    """
+
+    epoch: int
+    step: int
+    iterations: int
+
+
+_RESUME_ATTRIBUTE = "_keras_repro_resume_point"
+
+
+def set_resume_point(model: keras.layers.Layer, point: ResumePoint | None) -> None:
+    """Marks `model` as restored at `point` for the next `fit` (None clears it)."""
+    if point is not None and not isinstance(point, ResumePoint):
+        raise TypeError(f"Invalid resume point: {point!r}. Expected a ResumePoint or None.")
+    object.__setattr__(model, _RESUME_ATTRIBUTE, point)
+
+
+def get_resume_point(model: keras.layers.Layer) -> ResumePoint | None:
+    """The `ResumePoint` `model` was restored at, if any."""
+    return getattr(model, _RESUME_ATTRIBUTE, None)
+
+
+_MID_EPOCH_ATTRIBUTE = "_keras_repro_mid_epoch_resumable"
+
+
+def set_mid_epoch_resumable(model: keras.layers.Layer, value: bool) -> None:
+    """Marks whether the current `fit` of `model` can start an epoch part-way through."""
+    object.__setattr__(model, _MID_EPOCH_ATTRIBUTE, bool(value))
+
+
+def mid_epoch_resumable(model: keras.layers.Layer) -> bool:
+    """Whether the current `fit` of `model` can resume in the middle of an epoch."""
+    return getattr(model, _MID_EPOCH_ATTRIBUTE, False)

@@ -273,6 +273,27 @@ class TraceWriter:
         self._file.flush()
         self._seq = len(lines)
 
+    def continue_run(self, header: Mapping[str, Any], records: list[Mapping[str, Any]]) -> None:
+        """Starts this writer as the continuation of an interrupted run.
+
+        The interrupted run's `header` and the `records` kept from it are
+        written back as they were (sequence numbers included), and new
+        records follow them.
+        """
+        self.close()
+        self.started, self.finished = True, False
+        lines = [encode_line(record) for record in (header, *records)]
+        self._seq = len(lines)
+        if self.path is None:
+            self._lines = lines
+            return
+        if self.path.exists():
+            self.path.unlink()
+        self.partial.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.partial, "w", encoding="utf-8")  # noqa: SIM115 - open across records
+        self._file.writelines(lines)
+        self._file.flush()
+
     def write(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """Appends one record (adding its sequence number and checksum); returns it."""
         record = {**record, "seq": self._seq}
