@@ -36,6 +36,7 @@ from typing import Any
 import keras
 
 from keras_repro import paths
+from keras_repro.models import SeededModel
 from keras_repro.seeds import ReproducibilityWarning, get_root_seed, hashseed_set_at_start
 
 __all__ = [
@@ -311,7 +312,7 @@ def _keras_seed():
         return None
 
 
-def _check_process(gpus: list[str]) -> list[Finding]:
+def _check_process(gpus: list[str], model: keras.layers.Layer | None) -> list[Finding]:
     findings = []
     if not hashseed_set_at_start():
         findings.append(Finding(
@@ -322,7 +323,8 @@ def _check_process(gpus: list[str]) -> list[Finding]:
             "inside the program does not change the running interpreter.",
             "Start the program as `PYTHONHASHSEED=0 python train.py`.",
         ))
-    if get_root_seed() is None:
+    # A SeededModel seeds the global streams from its own seed when fit starts.
+    if get_root_seed() is None and not isinstance(model, SeededModel):
         other = _keras_seed() is not None or _tf_global_seed() is not None
         findings.append(Finding(
             "warning" if other else "error", "root-seed-unset",
@@ -680,7 +682,7 @@ def audit(model: keras.layers.Layer | None = None, data: Any = None) -> list[Fin
     except Exception as e:  # noqa: BLE001 - the audit reports, it does not raise
         gpus = []
         findings.append(_check_failed("device", e))
-    checks = [("process", _check_process, (gpus,))]
+    checks = [("process", _check_process, (gpus, model))]
     if model is not None:
         checks.append(("model", _check_model, (model, gpus)))
     if data is not None:
