@@ -243,7 +243,8 @@ class _Progress(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         total = (self.params or {}).get("epochs")
-        sys.stderr.write(f"{PROGRESS_MARK} fit {self.fit_index + 1}, epoch {epoch + 1}/{total}\n")
+        # Fits and epochs are numbered from 0, as in traces and Keras callbacks.
+        sys.stderr.write(f"{PROGRESS_MARK} fit {self.fit_index}, epoch {epoch} of {total}\n")
         sys.stderr.flush()
 
 

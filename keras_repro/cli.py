@@ -175,7 +175,7 @@ def _manifest_of(file: Path, read_manifest):
             data = json.loads(file.read_text(encoding="utf-8"))
         except ValueError:
             raise ValueError(f"{file}: neither a trace nor a manifest (not JSON)") from None
-        if isinstance(data, dict) and "findings" in data and "versions" in data:
+        if isinstance(data, dict) and "findings" in data and "keras_repro" in data:
             return {k: v for k, v in data.items() if k != "findings"}
         raise
 

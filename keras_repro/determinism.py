@@ -26,10 +26,8 @@ for finding in kr.audit():
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import sys
 import warnings
 from typing import Any
 
@@ -37,7 +35,8 @@ import keras
 
 from keras_repro import paths
 from keras_repro.models import SeededModel
-from keras_repro.seeds import ReproducibilityWarning, get_root_seed, hashseed_set_at_start
+from keras_repro._backend import tensorflow_module
+from keras_repro.seeds import ReproducibilityWarning, get_root_seed, hashseed_set_at_start, initial_environ
 
 __all__ = [
     "AuditError",
@@ -136,14 +135,6 @@ def _backend() -> str:
     return keras.backend.backend()
 
 
-def _tensorflow(import_it: bool):
-    """TF when loaded (or, with `import_it`, when installed), else None."""
-    if import_it and "tensorflow" not in sys.modules:
-        with contextlib.suppress(ImportError):
-            import tensorflow  # noqa: F401
-    return sys.modules.get("tensorflow")
-
-
 def _tf_op_determinism() -> bool:
     """TF op determinism; the query is private in TF, so it is wrapped defensively."""
     try:
@@ -224,7 +215,7 @@ def enable_determinism() -> list[str]:
     """
     switched: list[str] = []
     backend = _backend()
-    tf = _tensorflow(import_it=backend == "tensorflow")
+    tf = tensorflow_module(import_it=backend == "tensorflow")
     if tf is not None:
         tf.config.experimental.enable_op_determinism()
         switched.append("tensorflow.op_determinism")
@@ -273,7 +264,7 @@ def _gpu_devices() -> list[str]:
     """Names of the GPUs the Keras backend (or TF, when loaded) can see."""
     backend = _backend()
     found: list[str] = []
-    tf = _tensorflow(import_it=backend == "tensorflow")
+    tf = tensorflow_module(import_it=backend == "tensorflow")
     if tf is not None:
         found += [d.name for d in tf.config.list_physical_devices("GPU")]
     if backend == "torch":
@@ -286,21 +277,6 @@ def _gpu_devices() -> list[str]:
 
         found += [str(d) for d in jax.devices() if d.platform == "gpu"]
     return found
-
-
-def _initial_environ() -> dict[str, str] | None:
-    """The environment this process started with (Linux only), else None."""
-    try:
-        with open("/proc/self/environ", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    result = {}
-    for entry in raw.split(b"\0"):
-        key, sep, value = entry.partition(b"=")
-        if sep:
-            result[key.decode(errors="replace")] = value.decode(errors="replace")
-    return result
 
 
 def _keras_seed():
@@ -347,7 +323,7 @@ def _check_process(gpus: list[str], model: keras.layers.Layer | None) -> list[Fi
             "Call keras_repro.enable_determinism() before compile(), or use "
             "DeterminismCallback(deterministic_ops=True).",
         ))
-    initial = _initial_environ()
+    initial = initial_environ()
     if initial is not None:
         for name in START_ONLY_ENV_VARS:
             if os.environ.get(name) != initial.get(name):
@@ -622,7 +598,7 @@ def _check_tf_dataset(dataset: Any) -> list[Finding]:
 
 
 def _check_data(data: Any) -> list[Finding]:
-    tf = _tensorflow(import_it=False)
+    tf = tensorflow_module(import_it=False)
     if tf is not None and isinstance(data, tf.data.Dataset):
         return _check_tf_dataset(data)
     if isinstance(data, keras.utils.PyDataset) and getattr(data, "workers", 1) > 1:

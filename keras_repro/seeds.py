@@ -18,6 +18,8 @@ import threading
 import warnings
 from typing import Any, Iterator
 
+from keras_repro._backend import tensorflow_module
+
 __all__ = [
     "MAX_SEED",
     "MAX_DERIVED_SEED",
@@ -25,6 +27,8 @@ __all__ = [
     "ReproducibilityWarning",
     "derive_seed",
     "get_root_seed",
+    "hashseed_set_at_start",
+    "initial_environ",
     "isolated_rng",
     "rng_state",
     "seed_everything",
@@ -199,20 +203,37 @@ def _set_root_seed(seed: int | None) -> None:
         os.environ[SEED_ENV_VAR] = str(seed)
 
 
+def initial_environ() -> dict[str, str] | None:
+    """The environment this process started with, or None where it cannot be read.
+
+    Changes made later through ``os.environ`` are not in it. Read from
+    ``/proc/self/environ`` (Linux).
+    """
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    result = {}
+    for entry in raw.split(b"\0"):
+        key, sep, value = entry.partition(b"=")
+        if sep:
+            result[key.decode(errors="replace")] = value.decode(errors="replace")
+    return result
+
+
 def hashseed_set_at_start() -> bool:
     """Whether ``PYTHONHASHSEED`` was set when this interpreter started.
 
     Setting it later (in ``os.environ``) does not change this interpreter's
-    string hashing. On Linux the answer comes from the process' initial
-    environment (``/proc/self/environ``); elsewhere from the environment at
+    string hashing. The answer comes from the process' initial environment
+    (`initial_environ`) where it can be read, else from the environment at
     the time keras_repro was imported.
     """
-    try:
-        with open("/proc/self/environ", "rb") as f:
-            initial = f.read().split(b"\0")
-    except OSError:
+    initial = initial_environ()
+    if initial is None:
         return _HASHSEED_AT_IMPORT is not None
-    return any(entry.startswith(b"PYTHONHASHSEED=") for entry in initial)
+    return "PYTHONHASHSEED" in initial
 
 
 _HASHSEED_AT_IMPORT = os.environ.get("PYTHONHASHSEED")
@@ -242,19 +263,6 @@ def _keras_backend() -> str | None:
     except ImportError:
         return None
     return keras.backend.backend()
-
-
-def _tensorflow(import_it: bool):
-    """The tensorflow module: imported on demand, or only if already loaded."""
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"]
-    if not import_it:
-        return None
-    try:
-        import tensorflow
-    except ImportError:
-        return None
-    return tensorflow
 
 
 def seed_everything(seed: int) -> int:
@@ -300,7 +308,7 @@ def seed_everything(seed: int) -> int:
         import numpy as np
 
         np.random.seed(derive_seed(seed, "numpy"))
-        tf = _tensorflow(import_it=True)
+        tf = tensorflow_module(import_it=True)
         if tf is not None:
             tf.random.set_seed(derive_seed(seed, "tensorflow"))
             tf.random.set_global_generator(
@@ -436,7 +444,7 @@ def rng_state() -> dict[str, Any]:
     import numpy as np
 
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    tf = _tensorflow(import_it=False)
+    tf = tensorflow_module(import_it=False)
     return {
         "format": _STATE_FORMAT,
         "root_seed": _root_seed,
@@ -496,8 +504,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
         random.setstate(python_state)
         np.random.set_state(numpy_state)
         if state["tensorflow"] is not None:
-            _set_tf_state(_tensorflow(import_it=True), state["tensorflow"])
-        elif (tf := _tensorflow(import_it=False)) is not None:
+            _set_tf_state(tensorflow_module(import_it=True), state["tensorflow"])
+        elif (tf := tensorflow_module(import_it=False)) is not None:
             _set_tf_state(tf, {"global_seed": None, "op_seed_rng": None, "generator": None})
         if "keras" in sys.modules or state["keras"] is not None:
             _set_keras_global_generator(state["keras"])

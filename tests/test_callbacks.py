@@ -7,7 +7,6 @@ exactly the right step and variable) are checked between separate processes
 determinism switch alone.
 """
 
-import os
 import warnings
 
 import keras

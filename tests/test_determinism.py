@@ -31,7 +31,7 @@ def clean_process(monkeypatch):
     monkeypatch.setattr(det, "hashseed_set_at_start", lambda: True)
     monkeypatch.setattr(det, "get_root_seed", lambda: 1)
     monkeypatch.setattr(det, "determinism_enabled", lambda: True)
-    monkeypatch.setattr(det, "_initial_environ", lambda: dict(os.environ))
+    monkeypatch.setattr(det, "initial_environ", lambda: dict(os.environ))
     monkeypatch.setattr(det, "_gpu_devices", lambda: [])
 
 
@@ -80,7 +80,7 @@ def test_determinism_enabled_falls_back_to_the_env_var(monkeypatch):
 
 def test_jax_cannot_be_switched_from_inside(monkeypatch):
     monkeypatch.setattr(det, "_backend", lambda: "jax")
-    monkeypatch.setattr(det, "_tensorflow", lambda import_it: None)
+    monkeypatch.setattr(det, "tensorflow_module", lambda import_it: None)
     monkeypatch.delenv("XLA_FLAGS", raising=False)
     with pytest.warns(kr.ReproducibilityWarning, match="XLA_FLAGS=--xla_gpu_deterministic_ops=true python"):
         assert kr.enable_determinism() == []
@@ -122,7 +122,7 @@ def test_op_determinism_off_is_an_error_with_a_gpu(clean_process, monkeypatch):
 
 
 def test_start_only_env_vars_changed_after_start(clean_process, monkeypatch):
-    monkeypatch.setattr(det, "_initial_environ", lambda: {k: v for k, v in os.environ.items()
+    monkeypatch.setattr(det, "initial_environ", lambda: {k: v for k, v in os.environ.items()
                                                            if k != "CUBLAS_WORKSPACE_CONFIG"})
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     finding = only(kr.audit(), "env-changed-after-start")

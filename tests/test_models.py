@@ -8,7 +8,6 @@ PYTHONHASHSEED), trains them, loads the first one's files and resumes its
 half-trained model.
 """
 
-import os
 import random
 import warnings
 

@@ -147,7 +147,7 @@ def test_damaged_trace_files_give_a_clear_error(tmp_path, damage, message):
 
 
 def test_allow_incomplete_drops_only_a_line_cut_off_mid_write(tmp_path):
-    path = write_trace(tmp_path / "run.jsonl", standard_records(), finish=False)
+    write_trace(tmp_path / "run.jsonl", standard_records(), finish=False)
     partial = tmp_path / "run.jsonl.partial"
     lines = lines_of(partial)
     partial.write_text("".join(lines[:-1]) + lines[-1][:30])  # killed while writing the last line
