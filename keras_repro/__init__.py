@@ -1,15 +1,44 @@
 """keras_repro: Keras training runs that repeat bit for bit, and proof of it.
 
-Public API. Everything a user needs is importable from here:
+The public API, grouped by module (one concept each):
 
 ```python
 import keras_repro as kr
 kr.seed_everything(42)
 ```
+
+README.md has a runnable example of every name below.
+
+- seeds: `validate_seed`, `derive_seed`, `seed_everything`, `get_root_seed`,
+  `rng_state`, `set_rng_state`, `isolated_rng`, `ReproducibilityWarning`
+- initializers: `kr.initializers.glorot_uniform(seed=..., key=...)` ...,
+  `kr.initializers.SeededInitializers`
+- paths: `kr.paths` (stable paths of layers, weights, seed generators)
+- models: `SeededModel`, `SeededFunctional`, `seed_model`, `UnseededWeightWarning`
+- data: `epoch_permutation`, `shuffled_batches`, `batch_stream`,
+  `epoch_shuffle`, `repeat_by_epoch`
+- state: `save_rng_state`, `load_rng_state`
+- fingerprint: `fingerprint`, `fingerprint_variables`, `fingerprint_rng`
+- determinism: `enable_determinism`, `determinism_enabled`, `audit`,
+  `Finding`, `AuditError`
+- manifest: `manifest`, `diff_manifests`
+- trace: `compare_traces`, `load_trace`, `Divergence`, `NondeterminismError`
+- callbacks: `DeterminismCallback`, `kr.callbacks.ExactBackupAndRestore`
+- sweep: `sweep`, `SweepResult`, `SweepWarning`, `process_pool`
+
+The `keras-repro` command (`keras_repro.cli`) checks training scripts.
 """
 
 from keras_repro import callbacks
+from keras_repro import data
+from keras_repro import initializers
+from keras_repro import paths
 from keras_repro.callbacks import DeterminismCallback
+from keras_repro.data import batch_stream
+from keras_repro.data import epoch_permutation
+from keras_repro.data import epoch_shuffle
+from keras_repro.data import repeat_by_epoch
+from keras_repro.data import shuffled_batches
 from keras_repro.determinism import AuditError
 from keras_repro.determinism import Finding
 from keras_repro.determinism import audit
@@ -20,18 +49,6 @@ from keras_repro.fingerprint import fingerprint_rng
 from keras_repro.fingerprint import fingerprint_variables
 from keras_repro.manifest import diff_manifests
 from keras_repro.manifest import manifest
-from keras_repro.trace import Divergence
-from keras_repro.trace import NondeterminismError
-from keras_repro.trace import compare_traces
-from keras_repro.trace import load_trace
-from keras_repro import data
-from keras_repro import initializers
-from keras_repro import paths
-from keras_repro.data import batch_stream
-from keras_repro.data import epoch_permutation
-from keras_repro.data import epoch_shuffle
-from keras_repro.data import repeat_by_epoch
-from keras_repro.data import shuffled_batches
 from keras_repro.models import SeededFunctional
 from keras_repro.models import SeededModel
 from keras_repro.models import UnseededWeightWarning
@@ -50,50 +67,65 @@ from keras_repro.sweep import SweepResult
 from keras_repro.sweep import SweepWarning
 from keras_repro.sweep import process_pool
 from keras_repro.sweep import sweep
+from keras_repro.trace import Divergence
+from keras_repro.trace import NondeterminismError
+from keras_repro.trace import compare_traces
+from keras_repro.trace import load_trace
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AuditError",
-    "DeterminismCallback",
-    "Divergence",
-    "Finding",
-    "NondeterminismError",
-    "audit",
-    "batch_stream",
-    "callbacks",
-    "data",
-    "compare_traces",
-    "determinism_enabled",
-    "epoch_permutation",
-    "epoch_shuffle",
-    "diff_manifests",
-    "enable_determinism",
-    "fingerprint",
-    "fingerprint_rng",
-    "fingerprint_variables",
-    "load_trace",
-    "manifest",
+    # seeds
     "ReproducibilityWarning",
     "derive_seed",
     "get_root_seed",
-    "initializers",
     "isolated_rng",
-    "load_rng_state",
-    "paths",
-    "repeat_by_epoch",
-    "seed_model",
-    "SeededFunctional",
-    "SeededModel",
-    "shuffled_batches",
-    "UnseededWeightWarning",
     "rng_state",
-    "save_rng_state",
     "seed_everything",
     "set_rng_state",
+    "validate_seed",
+    # initializers, paths
+    "initializers",
+    "paths",
+    # models
+    "SeededFunctional",
+    "SeededModel",
+    "UnseededWeightWarning",
+    "seed_model",
+    # data
+    "data",
+    "batch_stream",
+    "epoch_permutation",
+    "epoch_shuffle",
+    "repeat_by_epoch",
+    "shuffled_batches",
+    # state
+    "load_rng_state",
+    "save_rng_state",
+    # fingerprint
+    "fingerprint",
+    "fingerprint_rng",
+    "fingerprint_variables",
+    # determinism
+    "AuditError",
+    "Finding",
+    "audit",
+    "determinism_enabled",
+    "enable_determinism",
+    # manifest
+    "diff_manifests",
+    "manifest",
+    # trace
+    "Divergence",
+    "NondeterminismError",
+    "compare_traces",
+    "load_trace",
+    # callbacks
+    "callbacks",
+    "DeterminismCallback",
+    # sweep
     "SweepResult",
     "SweepWarning",
     "process_pool",
     "sweep",
-    "validate_seed",
 ]
