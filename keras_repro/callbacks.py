@@ -456,9 +456,10 @@ class ExactBackupAndRestore(keras.callbacks.Callback):
     with a checksum of every stored array. It is written under a temporary
     name, then checksummed, fsynced and renamed on a background thread while
     training goes on (the next backup, and the end of `fit`, wait for it), so
-    a kill at any point leaves the previous backup whole. A corrupted backup, or one from a different model, raises
-    `ValueError` when training starts and changes nothing, on disk or in the
-    model.
+    a kill at any point leaves the previous backup whole. A corrupted backup,
+    one from a different model, or a mid-epoch backup that this model and
+    input cannot resume exactly raises `ValueError` when training starts and
+    changes nothing, on disk or in the model.
 
     Resuming mid-epoch (an integer `save_freq`) needs a `SeededModel`
     trained on in-memory arrays with ``shuffle=True``; for other models and
@@ -543,6 +544,12 @@ class ExactBackupAndRestore(keras.callbacks.Callback):
         if found is None:
             return None
         path, document = found
+        if document["step"] > 0 and not mid_epoch_resumable(model):
+            raise ValueError(
+                f"{path}: this backup was taken after {document['step']} batches of epoch "
+                f"{document['epoch']}, and only a keras_repro.SeededModel trained on in-memory "
+                "arrays with shuffle=True can resume there exactly. Nothing was restored."
+            )
         _check_model_signature(model, document, path)
         try:
             check_model_rng_state(model, document["rng"])

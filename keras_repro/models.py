@@ -734,13 +734,13 @@ class SeededModel(keras.Model):
         `keras_repro.batch_stream`).
         """
         _seed_global_streams(self.seed)
+        stream = bool(shuffle) and _is_dense_array((x, y, sample_weight)) and x is not None
+        set_mid_epoch_resumable(self, stream)  # before restoring: callbacks check it
         point = _restore(self, callbacks)
         if point is not None:
             initial_epoch = point.epoch
         tracker = _EpochTracker(self, initial_epoch)
         callbacks = _with_tracker(callbacks, tracker, self)
-        stream = bool(shuffle) and _is_dense_array((x, y, sample_weight)) and x is not None
-        set_mid_epoch_resumable(self, stream)
         if point is not None and point.step > 0 and not stream:
             raise ValueError(
                 f"Cannot resume exactly in the middle of epoch {point.epoch} (after "

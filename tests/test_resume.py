@@ -252,3 +252,23 @@ emit({{"states": s, "continued": [w.tolist() for w in m.get_weights()], "seed": 
 """)
     assert saved["states"][0][1] == 8  # 8 training steps drew 8 masks
     assert loaded == {**saved, "seed": 3}
+
+
+def test_mid_epoch_backup_is_refused_before_anything_changes_where_it_cannot_resume_exactly(tmp_path):
+    # 2 epochs of 4 batches, a backup every 3 batches: after 3 batches, then after 2 of epoch 1.
+    _backup(tmp_path, save_freq=3)
+    state = _state(tmp_path / "backup.weights.h5")
+    assert (state["epoch"], state["step"]) == (1, 2)
+    before = _snapshot(tmp_path)
+    seeded = _model()
+    inputs = keras.Input((3,))
+    hidden = keras.layers.Dropout(0.2)(keras.layers.Dense(4)(inputs))
+    plain = keras.Model(inputs, keras.layers.Dense(1, name="out")(hidden))  # same paths, not a SeededModel
+    plain.compile(optimizer="adam", loss="mse")
+    for model, shuffle in ((seeded, False), (plain, True)):
+        weights = [w.copy() for w in model.get_weights()]
+        with pytest.raises(ValueError, match="after 2 batches of epoch 1.*Nothing was restored"):
+            model.fit(X, Y, epochs=3, batch_size=4, shuffle=shuffle, verbose=0,
+                      callbacks=[ExactBackupAndRestore(tmp_path)])
+        assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights()))
+    assert _snapshot(tmp_path) == before
