@@ -253,10 +253,12 @@ class DeterminismCallback(keras.callbacks.Callback):
     def _start_trace(self) -> None:
         header = {"manifest": manifest(), "every": self.every}
         self._writer.start(header)
+        self._compare_manifest(header["manifest"])
+
+    def _compare_manifest(self, this_run: dict[str, Any]) -> None:
         if self._reference is not None:
             self._manifest_differences = tuple(
-                d for d in diff_manifests(self._reference.manifest, header["manifest"])
-                if d.affects_results
+                d for d in diff_manifests(self._reference.manifest, this_run) if d.affects_results
             )
 
     def _continue_interrupted(self, point: ResumePoint) -> None:
@@ -276,19 +278,13 @@ class DeterminismCallback(keras.callbacks.Callback):
             self._start_trace()
             kept = []
         else:
-            kept = [r for r in previous.records if r["step"] <= point.iterations and r["type"] != "fit_end"]
+            kept = _before_resume(previous.records, point.iterations)
             self._writer.continue_run(previous.header, kept)
-            if self._reference is not None:
-                self._manifest_differences = tuple(
-                    d for d in diff_manifests(self._reference.manifest, previous.manifest)
-                    if d.affects_results
-                )
+            self._compare_manifest(previous.manifest)
         if kept:
             self._fit = kept[-1]["fit"]
         if self._reference is not None:
-            self._reference_index = sum(
-                1 for r in self._reference.records if r["fit"] < self._fit or (r["fit"] == self._fit and r["step"] <= point.iterations and r["type"] != "fit_end")
-            )
+            self._reference_index = len(_before_resume(self._reference.records, point.iterations))
         # A kill between the backup and this callback's record of the same
         # epoch end leaves that record out: the restored state is the state
         # it recorded, so write it now.
@@ -432,6 +428,17 @@ class DeterminismCallback(keras.callbacks.Callback):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "DeterminismCallback":
         return cls(**config)
+
+
+def _before_resume(records: list[dict[str, Any]], iterations: int) -> list[dict[str, Any]]:
+    """The records a run writes before a resume point at optimizer step `iterations`.
+
+    Those at steps up to the backup's, less the end of the fit being resumed
+    (it has not ended yet).
+    """
+    kept = [r for r in records if r["step"] <= iterations]
+    resumed_fit = max((r["fit"] for r in kept), default=0)
+    return [r for r in kept if not (r["type"] == "fit_end" and r["fit"] == resumed_fit)]
 
 
 class ExactBackupAndRestore(keras.callbacks.Callback):
