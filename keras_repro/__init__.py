@@ -22,7 +22,8 @@ README.md has a runnable example of every name below.
 - determinism: `enable_determinism`, `determinism_enabled`, `audit`,
   `Finding`, `AuditError`
 - manifest: `manifest`, `diff_manifests`
-- trace: `compare_traces`, `load_trace`, `Divergence`, `NondeterminismError`
+- trace: `compare_traces`, `load_trace`, `Divergence`, `NondeterminismError`,
+  `NondeterminismWarning`
 - callbacks: `DeterminismCallback`, `kr.callbacks.ExactBackupAndRestore`
 - sweep: `sweep`, `SweepResult`, `SweepWarning`, `process_pool`
 
@@ -69,6 +70,7 @@ from keras_repro.sweep import process_pool
 from keras_repro.sweep import sweep
 from keras_repro.trace import Divergence
 from keras_repro.trace import NondeterminismError
+from keras_repro.trace import NondeterminismWarning
 from keras_repro.trace import compare_traces
 from keras_repro.trace import load_trace
 
@@ -118,6 +120,7 @@ __all__ = [
     # trace
     "Divergence",
     "NondeterminismError",
+    "NondeterminismWarning",
     "compare_traces",
     "load_trace",
     # callbacks

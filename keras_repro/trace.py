@@ -37,11 +37,13 @@ import xxhash
 
 from keras_repro import _files
 from keras_repro.manifest import ManifestDifference, diff_manifests
+from keras_repro.seeds import ReproducibilityWarning
 
 __all__ = [
     "Divergence",
     "IncompleteTraceError",
     "NondeterminismError",
+    "NondeterminismWarning",
     "Trace",
     "TraceError",
     "TraceWriter",
@@ -365,6 +367,15 @@ class Divergence:
 
     def __str__(self) -> str:
         return self.message
+
+
+class NondeterminismWarning(ReproducibilityWarning):
+    """A verified mismatch against a reference run, when training is to go on.
+
+    `keras_repro.DeterminismCallback` warns with it under
+    ``on_mismatch="warn"``; the `Divergence` is in the callback's
+    ``divergence`` attribute.
+    """
 
 
 class NondeterminismError(RuntimeError):

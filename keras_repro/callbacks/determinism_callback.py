@@ -1,31 +1,14 @@
-"""Keras callbacks of keras_repro.
-
-`DeterminismCallback` makes `fit` check its own reproducibility: it turns on
-deterministic kernels, audits the run, records fingerprints of every variable
-into a trace file as training goes, and, given the trace of an earlier run,
-stops at the first step where this run differs from it.
-
-`ExactBackupAndRestore` makes a run that was killed and started again finish
-bit-identical to one that never stopped.
-"""
+"""`DeterminismCallback`: `fit` that records and verifies its own reproducibility."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
-import json
 import os
-import uuid
 import warnings
-from pathlib import Path
 from typing import Any, Union
 
-import h5py
 import keras
-import numpy as np
-import xxhash
 
-from keras_repro import _files, paths
 from keras_repro.determinism import (
     AuditError,
     Finding,
@@ -36,33 +19,24 @@ from keras_repro.determinism import (
 from keras_repro.fingerprint import Fingerprinter, fingerprint_rng_streams
 from keras_repro.manifest import diff_manifests, manifest
 from keras_repro.seeds import ReproducibilityWarning
-from keras_repro.state import (
-    ResumePoint,
-    check_model_rng_state,
-    get_resume_point,
-    mid_epoch_resumable,
-    model_rng_state,
-    set_model_rng_state,
-    set_resume_point,
-)
+from keras_repro.state import ResumePoint, get_resume_point
 from keras_repro.trace import (
     Divergence,
     NondeterminismError,
+    NondeterminismWarning,
     Trace,
     TraceWriter,
     compare_records,
     load_trace,
 )
 
-__all__ = ["DeterminismCallback", "ExactBackupAndRestore", "NondeterminismWarning"]
+__all__ = ["DeterminismCallback"]
 
 _EVERY_NAMES = ("epoch", "batch")
 _ON_MISMATCH = ("raise", "warn")
 _AUDIT_MODES = ("warn", "raise", "off")
 
 
-class NondeterminismWarning(ReproducibilityWarning):
-    """Warning for a verified mismatch against a reference run (``on_mismatch="warn"``)."""
 
 
 def _validate_every(every: Any) -> Union[str, int]:
@@ -441,318 +415,3 @@ def _before_resume(records: list[dict[str, Any]], iterations: int) -> list[dict[
     return [r for r in kept if not (r["type"] == "fit_end" and r["fit"] == resumed_fit)]
 
 
-class ExactBackupAndRestore(keras.callbacks.Callback):
-    """`keras.callbacks.BackupAndRestore` that resumes bit for bit.
-
-    Keras' callback backs up the weights and the epoch number only. A run
-    resumed from it restarts every layer `SeedGenerator` (Dropout,
-    GaussianNoise, random augmentation ...) at its first state, so it replays
-    the first epochs' masks, and with an integer `save_freq` it restarts the
-    interrupted epoch from its first batch on mid-epoch weights. This
-    callback also saves and restores:
-
-    - every layer seed generator, keyed by its stable path
-      (`keras_repro.paths`), and the global RNG streams;
-    - the optimizer state (with the weights) and the data position: the
-      epoch and the number of batches of it already trained. A
-      `keras_repro.SeededModel` trained on arrays resumes its epoch-keyed
-      data stream at exactly that batch.
-
-    A backup is one file, ``backup_dir/backup.weights.h5``: Keras' weights
-    file (with the optimizer state) carrying the rest in an HDF5 attribute,
-    with a checksum of every stored array. It is written under a temporary
-    name, then checksummed, fsynced and renamed on a background thread while
-    training goes on (the next backup, and the end of `fit`, wait for it), so
-    a kill at any point leaves the previous backup whole. A corrupted backup,
-    one from a different model, or a mid-epoch backup that this model and
-    input cannot resume exactly raises `ValueError` when training starts and
-    changes nothing, on disk or in the model.
-
-    Resuming mid-epoch (an integer `save_freq`) needs a `SeededModel`
-    trained on in-memory arrays with ``shuffle=True``; for other models and
-    inputs use ``save_freq="epoch"`` (an integer `save_freq` then raises a
-    `ValueError` at the start of `fit` rather than resume inexactly).
-
-    Args:
-        backup_dir: folder for the backup files (created if missing).
-        save_freq: ``"epoch"``, or a number of batches between backups.
-        double_checkpoint: also keep the previous backup, and fall back to it
-            (with a warning) when the latest one cannot be read.
-        delete_checkpoint: remove the backup files when `fit` completes.
-
-    Example:
-
-    ```python
-    import numpy as np
-    import keras
-    import keras_repro as kr
-
-    inputs = keras.Input((4,))
-    outputs = keras.layers.Dense(1)(keras.layers.Dropout(0.2)(inputs))
-    model = kr.SeededModel(inputs, outputs, seed=42)
-    model.compile("adam", "mse")
-    x, y = np.ones((64, 4)), np.ones((64, 1))
-    # Killed and started again, this script finishes with the same weights.
-    model.fit(x, y, epochs=3, verbose=0,
-              callbacks=[kr.callbacks.ExactBackupAndRestore("/tmp/backup", save_freq=1)])
-    ```
-    """
-
-    def __init__(
-        self,
-        backup_dir: str | os.PathLike,
-        save_freq: Union[str, int] = "epoch",
-        double_checkpoint: bool = False,
-        delete_checkpoint: bool = True,
-    ) -> None:
-        super().__init__()
-        if not backup_dir:
-            raise ValueError(f"Invalid backup_dir: {backup_dir!r}. Expected a folder path.")
-        self.backup_dir = Path(_validate_path("backup_dir", backup_dir))
-        if save_freq != "epoch" and (isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq < 1):
-            raise ValueError(f"Invalid save_freq: {save_freq!r}. Expected 'epoch' or a positive number of batches.")
-        for name, value in (("double_checkpoint", double_checkpoint), ("delete_checkpoint", delete_checkpoint)):
-            if not isinstance(value, bool):
-                raise TypeError(f"Invalid {name}: {value!r}. Expected True or False.")
-        self.save_freq = save_freq
-        self.double_checkpoint = double_checkpoint
-        self.delete_checkpoint = delete_checkpoint
-        self._restored_for: int | None = None  # id of the model restored by restore_before_fit
-        self._publisher: concurrent.futures.ThreadPoolExecutor | None = None
-        self._pending: concurrent.futures.Future | None = None
-        self._epoch = 0
-        self._since_save = 0
-        self._last_batch = -1
-        if save_freq != "epoch":
-            self.on_train_batch_end = self._batch_end
-
-    # --- paths ------------------------------------------------------------------
-
-    @property
-    def _latest_path(self) -> Path:
-        return self.backup_dir / "backup.weights.h5"
-
-    @property
-    def _previous_path(self) -> Path:
-        return self.backup_dir / "backup.previous.weights.h5"
-
-    # --- restore ----------------------------------------------------------------
-
-    def restore_before_fit(self, model) -> ResumePoint | None:
-        """Restores the latest backup into `model`; returns where to resume.
-
-        `keras_repro.SeededModel.fit` calls this before training starts (so it
-        can start the data stream at the right batch); for other models it
-        runs at the start of `fit`.
-        """
-        self._restored_for = id(model)
-        self._wait()
-        found = self._read_backup()
-        if found is None:
-            return None
-        path, document = found
-        if document["step"] > 0 and not mid_epoch_resumable(model):
-            raise ValueError(
-                f"{path}: this backup was taken after {document['step']} batches of epoch "
-                f"{document['epoch']}, and only a keras_repro.SeededModel trained on in-memory "
-                "arrays with shuffle=True can resume there exactly. Nothing was restored."
-            )
-        _check_model_signature(model, document, path)
-        try:
-            check_model_rng_state(model, document["rng"])
-        except ValueError as e:
-            raise ValueError(f"{path}: {e}") from None
-        if getattr(model, "optimizer", None) is not None and not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
-        model.load_weights(path)
-        set_model_rng_state(model, document["rng"])
-        return ResumePoint(document["epoch"], document["step"], document["iterations"])
-
-    def _read_backup(self) -> tuple[Path, dict[str, Any]] | None:
-        candidates = [self._latest_path] + ([self._previous_path] if self.double_checkpoint else [])
-        first_error = None
-        for path in candidates:
-            if not path.exists():
-                continue
-            try:
-                document = _read_backup_file(path)
-            except ValueError as e:
-                first_error = first_error or e
-                continue
-            if first_error is not None:
-                warnings.warn(
-                    f"The latest backup could not be read ({first_error}); resuming from the previous one.",
-                    ReproducibilityWarning, stacklevel=3,
-                )
-            return path, document
-        if first_error is not None:
-            raise first_error
-        return None
-
-    def on_train_begin(self, logs=None):
-        model = self.model
-        if self.save_freq != "epoch" and not mid_epoch_resumable(model):
-            raise ValueError(
-                f"ExactBackupAndRestore(save_freq={self.save_freq}) backs up in the middle of "
-                "epochs, and only a keras_repro.SeededModel trained on in-memory arrays with "
-                "shuffle=True can resume there exactly. Use save_freq='epoch' for this model."
-            )
-        if self._restored_for != id(model):  # not restored by SeededModel.fit
-            point = self.restore_before_fit(model)
-            set_resume_point(model, point)
-            if point is not None:
-                model._initial_epoch = point.epoch  # how Keras' BackupAndRestore resumes
-        self._restored_for = None
-        point = get_resume_point(model)
-        self._epoch = point.epoch if point is not None else 0
-        self._since_save = 0
-
-    # --- save -------------------------------------------------------------------
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-        self._last_batch = -1
-
-    def _batch_end(self, batch, logs=None):
-        done = batch - self._last_batch
-        self._last_batch = batch
-        self._since_save += done
-        steps = (self.params or {}).get("steps")
-        if self._since_save >= self.save_freq and not (steps and batch + 1 >= steps):
-            self._save(self._epoch, batch + 1)  # the epoch's end saves itself (on_epoch_end)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.save_freq == "epoch" or self._since_save >= self.save_freq:
-            self._save(epoch + 1, 0)
-
-    def _save(self, epoch: int, step: int) -> None:
-        self._wait()  # one backup at a time, in order
-        model = self.model
-        self.backup_dir.mkdir(parents=True, exist_ok=True)
-        # One file per backup: Keras' weights file (optimizer included) with
-        # the state in an attribute. It is written under a temporary name and
-        # published (checksummed, fsynced, renamed) on a background thread
-        # while training goes on: a kill at any point leaves the previous
-        # backup whole, and training waits only for the weights to be copied.
-        temporary = self.backup_dir / f".tmp-{uuid.uuid4().hex[:16]}.weights.h5"
-        try:
-            model.save_weights(temporary)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
-        document = {
-            "format": BACKUP_FORMAT, "version": BACKUP_VERSION,
-            "epoch": epoch, "step": step, "iterations": _iterations(model),
-            "signature": _model_signature(model), "rng": model_rng_state(model),
-        }
-        if self._publisher is None:
-            self._publisher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="keras_repro-backup")
-        self._pending = self._publisher.submit(self._publish, temporary, document)
-        self._since_save = 0
-
-    def _publish(self, temporary: Path, document: dict[str, Any]) -> None:
-        try:
-            with h5py.File(temporary, "r+") as f:
-                document["weights_xxh3"] = _h5_digest(f)
-                f.attrs[_BACKUP_ATTRIBUTE] = json.dumps(document, sort_keys=True)
-            with open(temporary, "rb") as f:
-                os.fsync(f.fileno())
-            if self.double_checkpoint and self._latest_path.exists():
-                os.replace(self._latest_path, self._previous_path)
-            os.replace(temporary, self._latest_path)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
-
-    def _wait(self) -> None:
-        """Waits until the last backup is published; raises its error, if any."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
-
-    def on_train_end(self, logs=None):
-        self._wait()
-        set_resume_point(self.model, None)
-        if not self.delete_checkpoint:
-            return
-        for path in [self._latest_path, self._previous_path, *self.backup_dir.glob(".tmp-*.weights.h5")]:
-            path.unlink(missing_ok=True)
-        try:
-            self.backup_dir.rmdir()
-        except OSError:
-            pass  # not empty: other files are not ours to delete
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "backup_dir": os.fspath(self.backup_dir),
-            "save_freq": self.save_freq,
-            "double_checkpoint": self.double_checkpoint,
-            "delete_checkpoint": self.delete_checkpoint,
-        }
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "ExactBackupAndRestore":
-        return cls(**config)
-
-
-BACKUP_FORMAT = "keras_repro.backup"
-BACKUP_VERSION = 1
-
-
-def _iterations(model) -> int:
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is None:
-        return 0
-    return int(keras.ops.convert_to_numpy(optimizer.iterations))
-
-
-def _model_signature(model) -> list[list[Any]]:
-    return [[path, list(v.shape), str(v.dtype)] for path, v in paths.weight_paths(model).items()]
-
-
-def _check_model_signature(model, document: dict[str, Any], where: Path) -> None:
-    saved = {p: (shape, dtype) for p, shape, dtype in document["signature"]}
-    current = {p: (shape, dtype) for p, shape, dtype in _model_signature(model)}
-    if saved == current:
-        return
-    missing = sorted(set(current) - set(saved))
-    extra = sorted(set(saved) - set(current))
-    changed = sorted(p for p in set(saved) & set(current) if saved[p] != current[p])
-    raise ValueError(
-        f"{where}: this backup is from a different model. Weights of this model missing "
-        f"from the backup: {missing or 'none'}; in the backup but not in this model: "
-        f"{extra or 'none'}; different shape or dtype: {changed or 'none'}. Nothing was "
-        "restored; point backup_dir at this model's own backups."
-    )
-
-
-_BACKUP_ATTRIBUTE = "keras_repro_backup"
-
-
-def _h5_digest(f) -> str:
-    """XXH3-128 of every dataset in a Keras weights file (name, dtype, shape, bytes)."""
-    digest = xxhash.xxh3_128()
-
-    def visit(name, node):
-        if isinstance(node, h5py.Dataset):
-            value = np.ascontiguousarray(node[()])
-            digest.update(f"{name}|{value.dtype.str}|{value.shape}|".encode())
-            digest.update(value.tobytes())
-
-    f.visititems(visit)
-    return digest.hexdigest()
-
-
-def _read_backup_file(path: Path) -> dict[str, Any]:
-    """The state document of a backup file, after checking the file is whole."""
-    try:
-        with h5py.File(path, "r") as f:
-            raw = f.attrs.get(_BACKUP_ATTRIBUTE)
-            if raw is None:
-                raise ValueError(f"{path}: not a keras_repro backup (no {_BACKUP_ATTRIBUTE} attribute).")
-            document = _files.parse_document(raw, BACKUP_FORMAT, (BACKUP_VERSION,), str(path))
-            if _h5_digest(f) != document.get("weights_xxh3"):
-                raise ValueError(f"{path}: the backup is corrupted (its weights fail their checksum).")
-    except OSError as e:
-        raise ValueError(f"{path}: the backup file cannot be read, it is corrupted or truncated ({e}).") from None
-    return document
