@@ -51,6 +51,7 @@ def main():
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     warnings.simplefilter("ignore", kr.ReproducibilityWarning)
+    warnings.simplefilter("default", kr.SweepWarning)  # a ReproducibilityWarning: failed seeds stay visible
     fn = short_run if args.epochs == EPOCHS else _with_epochs(args.epochs)
 
     start = time.perf_counter()

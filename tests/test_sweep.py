@@ -1,8 +1,10 @@
 import concurrent.futures as cf
+import inspect
 import json
 import math
 import multiprocessing
 import os
+import pickle
 import random
 import sys
 import threading
@@ -36,7 +38,8 @@ def workers_can_import_tests(monkeypatch):
 
 def quiet_sweep(fn, seeds, **kwargs):
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", kr.ReproducibilityWarning)
+        warnings.simplefilter("ignore", kr.ReproducibilityWarning)  # PYTHONHASHSEED unset
+        warnings.simplefilter("always", SweepWarning)  # a ReproducibilityWarning; tests assert it
         return kr.sweep(fn, seeds=seeds, progress=False, **kwargs)
 
 
@@ -291,6 +294,17 @@ def test_a_failing_seed_is_reported_with_its_traceback_and_the_others_are_kept()
     assert "2 failed" in str(summary)
 
 
+def test_sweep_warning_is_a_reproducibility_warning_at_the_callers_line():
+    assert issubclass(SweepWarning, kr.ReproducibilityWarning)
+    assert issubclass(SweepWarning, UserWarning)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = inspect.currentframe().f_lineno + 1
+        kr.sweep(_fails_on_odd, seeds=[1, 2], progress=False)
+    (warning,) = [w for w in caught if w.category is SweepWarning]
+    assert (warning.filename, warning.lineno) == (__file__, line)
+
+
 def test_all_seeds_failing_makes_summary_say_so():
     with pytest.warns(SweepWarning):
         result = quiet_sweep(_fails_on_odd, [1, 3])
@@ -498,6 +512,44 @@ def test_missing_optional_dependencies_name_the_extra(monkeypatch):
 
 
 # ---------------------------------------------------------------- executors
+
+
+class _PicklingExecutor(cf.Executor):
+    """Pickles every task as a process pool or Dask would, keeps it, and runs it here."""
+
+    def __init__(self, dumps):
+        self.dumps = dumps
+        self.tasks = []
+
+    def submit(self, fn, /, *args, **kwargs):
+        blob = self.dumps((fn, args, kwargs))
+        self.tasks.append(blob.hex())
+        task, args, kwargs = pickle.loads(blob)
+        future = cf.Future()
+        future.set_result(task(*args, **kwargs))
+        return future
+
+
+def test_the_tasks_a_sweep_submits_run_when_unpickled_in_a_fresh_interpreter():
+    # Workers import what a task names by its module path before anything
+    # else: the run function must live at an importable path.
+    cloudpickle = pytest.importorskip("cloudpickle")  # what Dask sends tasks with
+    executors = [_PicklingExecutor(pickle.dumps), _PicklingExecutor(cloudpickle.dumps)]
+    here = [quiet_sweep(sweep_fns.draws, [7, 8], executor=executor) for executor in executors]
+    code = """
+    import pickle, sys
+    sys.path.insert(0, {tests!r})
+    records = []
+    for blob in {tasks!r}:
+        task, args, kwargs = pickle.loads(bytes.fromhex(blob))
+        records.append(task(*args, **kwargs))
+    emit([{{"seed": r["seed"], "metrics": r["metrics"]}} for r in records])
+    """
+    tasks = [task for executor in executors for task in executor.tasks]
+    (fresh,) = run_pythons([code.format(tests=TESTS_DIR, tasks=tasks)])
+    expected = [{"seed": s, "metrics": result.metrics[s]} for result in here for s in (7, 8)]
+    assert fresh == expected
+    assert here[0].metrics == quiet_sweep(sweep_fns.draws, [7, 8]).metrics
 
 
 @pytest.mark.slow

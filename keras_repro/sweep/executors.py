@@ -1,0 +1,156 @@
+"""Executors of a sweep: process pools and Dask clients, and what they need of `fn`.
+
+`sweep` runs in-process, on any ``concurrent.futures.Executor`` or on a Dask
+``distributed.Client``. This module turns the `executor` argument into a
+``concurrent.futures`` executor and checks, before anything is submitted,
+that `fn` can reach the workers: a worker process unpickles `fn` by its
+module path, so `fn` must be a module-level function of an importable
+module (Dask pickles with cloudpickle, which also takes lambdas). A pool
+that forks a process that has loaded TensorFlow deadlocks, so it is refused;
+`process_pool` makes one that spawns its workers.
+
+Example:
+
+```python
+from distributed import Client, LocalCluster
+import keras_repro as kr
+from my_experiments import experiment   # a module-level function
+
+if __name__ == "__main__":
+    with LocalCluster(n_workers=2, threads_per_worker=1) as cluster, Client(cluster) as client:
+        result = kr.sweep(experiment, seeds=30, executor=client)
+```
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import numbers
+import pickle
+import sys
+from typing import Any, Callable
+
+from keras_repro.sweep._values import short_repr
+
+__all__ = ["check_fn_for_workers", "process_pool", "resolve_executor"]
+
+
+def _is_dask(obj: Any) -> bool:
+    return type(obj).__module__.split(".")[0] == "distributed"
+
+
+def resolve_executor(executor: Any) -> tuple[cf.Executor | None, str]:
+    """The ``concurrent.futures`` executor that runs a sweep, and its name.
+
+    Args:
+        executor: None, a ``concurrent.futures.Executor`` or a Dask
+            ``distributed.Client`` (whose executor never reuses a cached
+            result: a seed is run each time it is submitted).
+
+    Returns:
+        ``(executor or None for in-process, description for the progress
+        line)``.
+
+    Raises:
+        TypeError: `executor` is none of those.
+    """
+    if executor is None:
+        return None, "in-process"
+    if _is_dask(executor) and hasattr(executor, "get_executor"):
+        # A distributed.Client. pure=False: never reuse a cached result.
+        return executor.get_executor(pure=False), "dask"
+    if isinstance(executor, cf.Executor):
+        return executor, "dask" if _is_dask(executor) else type(executor).__name__
+    raise TypeError(
+        f"Invalid executor: {short_repr(executor)} (of type {type(executor).__name__}). "
+        "Pass None (in-process), a concurrent.futures.Executor (e.g. "
+        "keras_repro.process_pool(2)) or a dask distributed.Client."
+    )
+
+
+def check_fn_for_workers(fn: Callable, executor: cf.Executor) -> None:
+    """Raises a clear error when `fn` cannot reach `executor`'s workers.
+
+    Nothing is submitted: the checks run before the first seed, so a sweep
+    that cannot run fails at once rather than once per seed.
+
+    Args:
+        fn: the function of the sweep.
+        executor: the executor from `resolve_executor`.
+
+    Raises:
+        ValueError: a process pool that forks its workers.
+        TypeError: `fn` is defined in an interactive ``__main__`` (a
+            notebook) or cannot be pickled for the workers.
+    """
+    if isinstance(executor, cf.ThreadPoolExecutor):
+        return
+    if isinstance(executor, cf.ProcessPoolExecutor):
+        context = getattr(executor, "_mp_context", None)
+        method = context.get_start_method() if context is not None else None
+        if method == "fork":
+            raise ValueError(
+                "Invalid executor: a ProcessPoolExecutor using the 'fork' start "
+                "method. Forking a process that has loaded TensorFlow deadlocks. "
+                "Use keras_repro.process_pool(n), or ProcessPoolExecutor(n, "
+                "mp_context=multiprocessing.get_context('spawn'))."
+            )
+        main = sys.modules.get("__main__")
+        if getattr(fn, "__module__", None) == "__main__" and not getattr(main, "__file__", None):
+            raise TypeError(
+                f"fn {getattr(fn, '__qualname__', fn)!r} is defined in an interactive "
+                "session or notebook, which worker processes cannot import. Put it "
+                "in a module (a .py file) and import it from there."
+            )
+    if _is_dask(executor):
+        import cloudpickle
+
+        dumps = cloudpickle.dumps
+    else:
+        dumps = pickle.dumps
+    try:
+        dumps(fn)
+    except Exception as e:  # noqa: BLE001 - any pickling failure
+        raise TypeError(
+            f"fn {getattr(fn, '__qualname__', fn)!r} cannot be pickled, and a "
+            f"{type(executor).__name__} sends it to worker processes. Define it "
+            "with `def` at module level in an importable module (not a lambda, "
+            f"a nested function or a bound method of an unpicklable object). "
+            f"Pickling said: {type(e).__name__}: {e}"
+        ) from None
+
+
+def process_pool(max_workers: int | None = None) -> cf.ProcessPoolExecutor:
+    """A process pool that is safe to use with TensorFlow: spawned workers.
+
+    A ``concurrent.futures.ProcessPoolExecutor`` using the ``spawn`` start
+    method. The default start method on Linux, ``fork``, deadlocks a child
+    of a process that has loaded TensorFlow. Workers live as long as the
+    pool, so each imports TensorFlow once, not once per seed.
+
+    Args:
+        max_workers: number of worker processes; defaults to the number of
+            CPUs.
+
+    Returns:
+        A ``ProcessPoolExecutor``; use it as a context manager, or call its
+        ``shutdown()`` when done.
+
+    Example:
+
+    ```python
+    import keras_repro as kr
+    from my_experiments import experiment   # a module-level function
+
+    if __name__ == "__main__":
+        with kr.process_pool(2) as pool:
+            result = kr.sweep(experiment, seeds=30, executor=pool)
+    ```
+    """
+    import multiprocessing
+
+    if max_workers is not None and (
+        isinstance(max_workers, bool) or not isinstance(max_workers, numbers.Integral) or max_workers < 1
+    ):
+        raise ValueError(f"Invalid max_workers: {max_workers!r}. It must be a positive integer or None.")
+    return cf.ProcessPoolExecutor(max_workers=max_workers, mp_context=multiprocessing.get_context("spawn"))

@@ -1,0 +1,244 @@
+"""Statistics of a sweep: bootstrap intervals, `SweepSummary`, `SweepComparison`.
+
+The intervals are percentile bootstrap intervals of the mean (one sweep) or
+of the difference of two means (two sweeps, resampled independently). The
+resamples are drawn by a NumPy generator seeded from ``derive_seed(
+bootstrap_seed, "bootstrap", ...)`` and the values are sorted first, so the
+same values give the same interval every time, in any order.
+
+Example:
+
+```python
+import numpy as np
+from keras_repro.sweep import stats
+
+summary = stats.summarize("acc", np.array([0.71, 0.74, 0.69, 0.80]), n_failed=0)
+print(summary)
+```
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from keras_repro.seeds import derive_seed, validate_seed
+
+# `summarize`, `compare_means` and `check_bootstrap_args` are the statistics
+# behind `SweepResult.summary` and `SweepResult.compare`, which check the
+# arguments (`check_bootstrap_args`) before calling them.
+__all__ = ["SweepComparison", "SweepSummary"]
+
+# Bootstrap resamples are drawn in chunks of about this many indices, so
+# memory stays bounded however many seeds a sweep has.
+_CHUNK_ELEMENTS = 1 << 20
+
+
+def format_number(value: float) -> str:
+    """A number in 4 significant digits, or ``"nan"``."""
+    return "nan" if math.isnan(value) else f"{value:.4g}"
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """Summary statistics of one metric over the successful seeds of a sweep.
+
+    ``std`` is the sample standard deviation (``ddof=1``); ``ci_low`` and
+    ``ci_high`` bound the percentile bootstrap confidence interval of the
+    mean. With fewer than two successful seeds ``std`` and the interval are
+    NaN.
+    """
+
+    metric: str
+    n: int
+    n_failed: int
+    mean: float
+    std: float
+    median: float
+    min: float
+    max: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict."""
+        return asdict(self)
+
+    def __str__(self) -> str:
+        failed = f", {self.n_failed} failed" if self.n_failed else ""
+        return (
+            f"{self.metric} over {self.n} seeds{failed}: mean {format_number(self.mean)} "
+            f"({self.confidence:.0%} CI {format_number(self.ci_low)} .. {format_number(self.ci_high)}), "
+            f"std {format_number(self.std)}, median {format_number(self.median)}, "
+            f"min {format_number(self.min)}, max {format_number(self.max)}"
+        )
+
+
+@dataclass(frozen=True)
+class SweepComparison:
+    """Difference of one metric's mean between two sweeps, with its interval.
+
+    ``difference`` is ``mean(other) - mean(self)`` for ``self.compare(other)``;
+    ``ci_low`` and ``ci_high`` bound its percentile bootstrap confidence
+    interval, the two sweeps resampled independently. ``larger_than_noise``
+    is True when the interval excludes zero; ``verdict`` says it in words.
+    """
+
+    metric: str
+    mean_self: float
+    mean_other: float
+    difference: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    n_self: int
+    n_other: int
+    larger_than_noise: bool
+    verdict: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict."""
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return self.verdict
+
+
+def check_bootstrap_args(confidence: float, resamples: int, bootstrap_seed: int) -> int:
+    """Checks the bootstrap arguments; returns the validated `bootstrap_seed`.
+
+    Raises:
+        ValueError: `confidence` is not in (0, 1) or `resamples` is not a
+            positive integer.
+        TypeError / ValueError: `bootstrap_seed` is not a valid seed.
+    """
+    if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real) or not 0 < confidence < 1:
+        raise ValueError(f"Invalid confidence: {confidence!r}. It must be a number strictly between 0 and 1, e.g. 0.95.")
+    if isinstance(resamples, bool) or not isinstance(resamples, numbers.Integral) or resamples < 1:
+        raise ValueError(f"Invalid resamples: {resamples!r}. It must be a positive integer, e.g. 10_000.")
+    return validate_seed(bootstrap_seed)
+
+
+def _bootstrap_means(values: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Means of `resamples` resamples (with replacement) of `values`."""
+    values = np.sort(values)  # the interval depends on the values, not their order
+    n = len(values)
+    means = np.empty(resamples)
+    chunk = max(1, _CHUNK_ELEMENTS // n)
+    for start in range(0, resamples, chunk):
+        stop = min(resamples, start + chunk)
+        means[start:stop] = values[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
+    return means
+
+
+def _percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(samples, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+def _bootstrap_rng(bootstrap_seed: int, *path: str) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(derive_seed(bootstrap_seed, "bootstrap", *path)))
+
+
+def summarize(
+    metric: str,
+    values: np.ndarray,
+    n_failed: int,
+    confidence: float = 0.95,
+    resamples: int = 10_000,
+    bootstrap_seed: int = 0,
+) -> SweepSummary:
+    """Mean, spread and a bootstrap confidence interval of the mean of `values`.
+
+    Args:
+        metric: the metric's name.
+        values: the successful seeds' values (at least one).
+        n_failed: how many seeds of the sweep failed.
+        confidence: coverage of the interval, in (0, 1).
+        resamples: number of bootstrap resamples, a positive integer.
+        bootstrap_seed: seed of the resampling, a valid seed.
+
+    Returns:
+        A `SweepSummary`.
+    """
+    nan = float("nan")
+    low = high = std = nan
+    if len(values) >= 2:
+        std = float(np.std(values, ddof=1))
+        means = _bootstrap_means(values, resamples, _bootstrap_rng(bootstrap_seed))
+        low, high = _percentile_interval(means, confidence)
+    return SweepSummary(
+        metric=metric,
+        n=len(values),
+        n_failed=n_failed,
+        mean=float(np.mean(values)),
+        std=std,
+        median=float(np.median(values)),
+        min=float(np.min(values)),
+        max=float(np.max(values)),
+        ci_low=low,
+        ci_high=high,
+        confidence=float(confidence),
+    )
+
+
+def compare_means(
+    metric: str,
+    mine: np.ndarray,
+    theirs: np.ndarray,
+    confidence: float = 0.95,
+    resamples: int = 10_000,
+    bootstrap_seed: int = 0,
+) -> SweepComparison:
+    """Whether ``mean(theirs) - mean(mine)`` is larger than seed noise.
+
+    Args:
+        metric: the metric's name.
+        mine, theirs: the two sweeps' values (at least two each).
+        confidence: coverage of the interval, in (0, 1).
+        resamples: number of bootstrap resamples, a positive integer.
+        bootstrap_seed: seed of the resampling, a valid seed.
+
+    Returns:
+        A `SweepComparison`.
+    """
+    rng = _bootstrap_rng(bootstrap_seed, "compare")
+    mine_means = _bootstrap_means(mine, resamples, rng)
+    theirs_means = _bootstrap_means(theirs, resamples, rng)
+    low, high = _percentile_interval(theirs_means - mine_means, confidence)
+    difference = float(np.mean(theirs) - np.mean(mine))
+    larger = low > 0 or high < 0
+    head = (
+        f"{metric}: mean {format_number(float(np.mean(mine)))} -> {format_number(float(np.mean(theirs)))}, "
+        f"difference {format_number(difference)} ({confidence:.0%} CI {format_number(low)} .. {format_number(high)})"
+    )
+    if larger:
+        direction = "higher" if difference > 0 else "lower"
+        verdict = (
+            f"{head} is larger than seed noise: the other configuration is "
+            f"{direction}, over {len(mine)} and {len(theirs)} seeds."
+        )
+    else:
+        verdict = (
+            f"{head} is within seed noise: {len(mine)} and {len(theirs)} seeds "
+            "cannot tell the two configurations apart."
+        )
+    return SweepComparison(
+        metric=metric,
+        mean_self=float(np.mean(mine)),
+        mean_other=float(np.mean(theirs)),
+        difference=difference,
+        ci_low=low,
+        ci_high=high,
+        confidence=float(confidence),
+        n_self=len(mine),
+        n_other=len(theirs),
+        larger_than_noise=bool(larger),
+        verdict=verdict,
+    )
