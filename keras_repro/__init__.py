@@ -7,20 +7,21 @@ import keras_repro as kr
 kr.seed_everything(42)
 ```
 
-README.md has a runnable example of every name below.
+docs/ (docs/README.md) has a runnable example of every name below.
 
 - seeds: `validate_seed`, `derive_seed`, `seed_everything`, `get_root_seed`,
   `rng_state`, `set_rng_state`, `isolated_rng`, `ReproducibilityWarning`
 - initializers: `kr.initializers.glorot_uniform(seed=..., key=...)` ...,
   `kr.initializers.SeededInitializers`
 - paths: `kr.paths` (stable paths of layers, weights, seed generators)
-- models: `SeededModel`, `SeededFunctional`, `seed_model`, `UnseededWeightWarning`
+- seeding: `seed_model`, `UnseededWeightWarning`
+- models: `SeededModel`, `SeededFunctional`
 - data: `epoch_permutation`, `shuffled_batches`, `batch_stream`,
   `epoch_shuffle`, `repeat_by_epoch`
 - state: `save_rng_state`, `load_rng_state`
 - fingerprint: `fingerprint`, `fingerprint_variables`, `fingerprint_rng`
-- determinism: `enable_determinism`, `determinism_enabled`, `audit`,
-  `Finding`, `AuditError`
+- determinism: `enable_determinism`, `determinism_enabled`
+- audit: `audit`, `Finding`, `AuditError`
 - manifest: `manifest`, `diff_manifests`
 - trace: `compare_traces`, `load_trace`, `Divergence`, `NondeterminismError`,
   `NondeterminismWarning`
@@ -34,15 +35,15 @@ from keras_repro import callbacks
 from keras_repro import data
 from keras_repro import initializers
 from keras_repro import paths
+from keras_repro.audit import AuditError
+from keras_repro.audit import Finding
+from keras_repro.audit import audit
 from keras_repro.callbacks import DeterminismCallback
 from keras_repro.data import batch_stream
 from keras_repro.data import epoch_permutation
 from keras_repro.data import epoch_shuffle
 from keras_repro.data import repeat_by_epoch
 from keras_repro.data import shuffled_batches
-from keras_repro.determinism import AuditError
-from keras_repro.determinism import Finding
-from keras_repro.determinism import audit
 from keras_repro.determinism import determinism_enabled
 from keras_repro.determinism import enable_determinism
 from keras_repro.fingerprint import fingerprint
@@ -52,8 +53,8 @@ from keras_repro.manifest import diff_manifests
 from keras_repro.manifest import manifest
 from keras_repro.models import SeededFunctional
 from keras_repro.models import SeededModel
-from keras_repro.models import UnseededWeightWarning
-from keras_repro.models import seed_model
+from keras_repro.seeding import UnseededWeightWarning
+from keras_repro.seeding import seed_model
 from keras_repro.seeds import ReproducibilityWarning
 from keras_repro.seeds import derive_seed
 from keras_repro.seeds import get_root_seed
@@ -89,11 +90,12 @@ __all__ = [
     # initializers, paths
     "initializers",
     "paths",
+    # seeding
+    "UnseededWeightWarning",
+    "seed_model",
     # models
     "SeededFunctional",
     "SeededModel",
-    "UnseededWeightWarning",
-    "seed_model",
     # data
     "data",
     "batch_stream",
@@ -109,11 +111,12 @@ __all__ = [
     "fingerprint_rng",
     "fingerprint_variables",
     # determinism
+    "determinism_enabled",
+    "enable_determinism",
+    # audit
     "AuditError",
     "Finding",
     "audit",
-    "determinism_enabled",
-    "enable_determinism",
     # manifest
     "diff_manifests",
     "manifest",

@@ -46,26 +46,21 @@ model.fit(train, epochs=3, steps_per_epoch=math.ceil(100 / 32))
 
 from __future__ import annotations
 
-import numbers
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from keras_repro.seeds import derive_seed, validate_seed
+from keras_repro import _validate
+from keras_repro.seeds import derive_seed
+from keras_repro.seeds import validate_seed
 
 __all__ = ["batch_stream", "epoch_permutation", "epoch_shuffle", "repeat_by_epoch", "shuffled_batches"]
 
-def _check_count(value: Any, what: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"Invalid {what}: {value!r}. {what} must be an integer >= {minimum}.")
-    return int(value)
-
 
 def _check_epoch(epoch: Any) -> int:
-    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
-        raise ValueError(f"Invalid epoch: {epoch!r}. An epoch must be an integer >= 0.")
-    return int(epoch)
+    return _validate.check_int("epoch", epoch, minimum=0, allowed="An epoch must be an integer >= 0")
 
 
 def epoch_permutation(seed: int, epoch: int, n: int, *, block_size: int | None = None) -> np.ndarray:
@@ -101,11 +96,11 @@ def epoch_permutation(seed: int, epoch: int, n: int, *, block_size: int | None =
     """
     seed = validate_seed(seed)
     epoch = _check_epoch(epoch)
-    n = _check_count(n, "n", 0)
+    n = _validate.check_int("n", n, minimum=0)
     rng = np.random.Generator(np.random.PCG64(derive_seed(seed, "shuffle", epoch)))
     if block_size is None:
         return rng.permutation(n).astype(np.int64, copy=False)
-    block_size = _check_count(block_size, "block_size", 1)
+    block_size = _validate.check_int("block_size", block_size, minimum=1)
     full = n // block_size
     head = np.arange(full * block_size, dtype=np.int64).reshape(full, block_size)
     head = rng.permuted(head, axis=1).reshape(-1)
@@ -130,10 +125,11 @@ def _lists_to_tuples(structure: Any) -> Any:
 
 def _to_dense_tensor(leaf: Any, tf) -> Any:
     if isinstance(leaf, (tf.SparseTensor, tf.RaggedTensor)) or _is_scipy_sparse(leaf):
-        raise ValueError(
-            f"Cannot shuffle a {type(leaf).__name__} by epoch: only dense arrays "
-            "(NumPy arrays, tensors, DataFrames) are supported. Put sparse or ragged "
-            "data in a tf.data.Dataset and shuffle it with keras_repro.epoch_shuffle."
+        raise _validate.type_error(
+            "array",
+            leaf,
+            "Only dense arrays (NumPy arrays, tensors, DataFrames) can be shuffled by epoch; put "
+            "sparse or ragged data in a tf.data.Dataset and shuffle it with keras_repro.epoch_shuffle",
         )
     if tf.is_tensor(leaf):
         return leaf
@@ -150,7 +146,7 @@ def _prepare_arrays(arrays: Any, tf) -> tuple[Any, int]:
     structure = _lists_to_tuples(arrays)
     leaves = tf.nest.flatten(structure)
     if not leaves:
-        raise ValueError(f"Invalid arrays: {arrays!r} holds no array.")
+        raise _validate.value_error("arrays", arrays, "arrays must hold at least one array")
     tensors = [_to_dense_tensor(leaf, tf) for leaf in leaves]
     sizes = {int(t.shape[0]) if t.shape.rank else -1 for t in tensors}
     if len(sizes) != 1 or -1 in sizes:
@@ -163,8 +159,8 @@ def _prepare_arrays(arrays: Any, tf) -> tuple[Any, int]:
 
 def _start_function(start: Any) -> Callable[[], int]:
     if callable(start):
-        return lambda: _check_count(start(), "start", 0)
-    value = _check_count(start, "start", 0)
+        return lambda: _validate.check_int("start", start(), minimum=0)
+    value = _validate.check_int("start", start, minimum=0)
     return lambda: value
 
 
@@ -219,7 +215,7 @@ def batch_stream(
     """
     tf = _tf()
     seed = validate_seed(seed)
-    batch_size = _check_count(batch_size, "batch_size", 1)
+    batch_size = _validate.check_int("batch_size", batch_size, minimum=1)
     first_batch = _start_function(start)
     structure, n = _prepare_arrays(arrays, tf)
     return _stream(structure, n, seed, batch_size, first_batch, within_batch, tf)
@@ -239,9 +235,7 @@ def _stream(structure, n: int, seed: int, batch_size: int, first_batch, within_b
         return tf.ensure_shape(position, [2])
 
     def permutation(p):
-        order = tf.numpy_function(
-            lambda q: epoch_permutation(seed, int(q), n, block_size=block), [p], tf.int64
-        )
+        order = tf.numpy_function(lambda q: epoch_permutation(seed, int(q), n, block_size=block), [p], tf.int64)
         return tf.ensure_shape(order, [n])
 
     def batches_of(order):
@@ -313,7 +307,7 @@ def shuffled_batches(
     tf = _tf()
     seed = validate_seed(seed)
     epoch = _check_epoch(epoch)
-    batch_size = _check_count(batch_size, "batch_size", 1)
+    batch_size = _validate.check_int("batch_size", batch_size, minimum=1)
     structure, n = _prepare_arrays(arrays, tf)
     per_pass = -(-n // batch_size)
     stream = _stream(structure, n, seed, batch_size, lambda: epoch * per_pass, within_batch, tf)
@@ -361,11 +355,12 @@ def epoch_shuffle(dataset: Any, seed: int, epoch: Any, *, window: int | None = N
     ```
     """
     tf = _tf()
-    if not isinstance(dataset, tf.data.Dataset):
-        raise TypeError(
-            f"Invalid dataset: expected a tf.data.Dataset, got {type(dataset).__name__}. "
-            "For arrays, use keras_repro.shuffled_batches or keras_repro.epoch_permutation."
-        )
+    _validate.check_instance(
+        "dataset",
+        dataset,
+        tf.data.Dataset,
+        "Expected a tf.data.Dataset; for arrays, use keras_repro.shuffled_batches or keras_repro.epoch_permutation",
+    )
     seed = validate_seed(seed)
     if not tf.is_tensor(epoch):
         _check_epoch(epoch)
@@ -377,7 +372,7 @@ def epoch_shuffle(dataset: Any, seed: int, epoch: Any, *, window: int | None = N
             "infinite (apply epoch_shuffle before `repeat`, or use repeat_by_epoch)."
         )
     if window is not None:
-        window = _check_count(window, "window", 1)
+        window = _validate.check_int("window", window, minimum=1)
 
     def permute(index, batch):
         size = tf.shape(tf.nest.flatten(batch)[0], out_type=tf.int64)[0]
@@ -425,12 +420,8 @@ def repeat_by_epoch(make_epoch: Callable[[Any], Any], epochs: int, *, initial_ep
     train = kr.repeat_by_epoch(lambda e: kr.epoch_shuffle(ds, 1, e).batch(2), epochs=3)
     ```
     """
-    if not callable(make_epoch):
-        raise TypeError(
-            f"Invalid make_epoch: {make_epoch!r} is not callable; pass a function "
-            "epoch -> tf.data.Dataset."
-        )
+    _validate.check_callable("make_epoch", make_epoch, "a function epoch -> tf.data.Dataset")
     initial_epoch = _check_epoch(initial_epoch)
-    epochs = _check_count(epochs, "epochs", initial_epoch)
+    epochs = _validate.check_int("epochs", epochs, minimum=initial_epoch)
     tf = _tf()
     return tf.data.Dataset.range(initial_epoch, epochs).flat_map(make_epoch)

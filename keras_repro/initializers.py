@@ -19,14 +19,15 @@ layer = keras.layers.Dense(
 
 from __future__ import annotations
 
-import math
-import numbers
 import warnings
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import keras
 
-from keras_repro.seeds import ReproducibilityWarning, derive_seed, validate_seed
+from keras_repro import _validate
+from keras_repro.seeds import ReproducibilityWarning
+from keras_repro.seeds import derive_seed
+from keras_repro.seeds import validate_seed
 
 __all__ = [
     "SeededInitializers",
@@ -39,7 +40,7 @@ __all__ = [
     "variance_scaling",
 ]
 
-Key = Union[str, int, Sequence[Union[str, int]]]
+Key = str | int | Sequence[str | int]
 
 MODES = ("fan_in", "fan_out", "fan_avg")
 #: "normal" is Keras' alias of "truncated_normal".
@@ -57,20 +58,20 @@ _FAMILIES = {
 
 
 def _key_path(key: Key) -> tuple[str | int, ...]:
-    if isinstance(key, (str, int)) and not isinstance(key, bool):
+    if isinstance(key, str) or _validate.is_integer(key):
         path: tuple = (key,)
     elif isinstance(key, (tuple, list)):
         path = tuple(key)
     else:
-        raise TypeError(
-            f"Invalid key: {key!r} (of type {type(key).__name__}). A key is a "
-            "string such as 'encoder/dense/kernel', an int, or a tuple of them."
+        raise _validate.type_error(
+            "key", key, "A key is a string such as 'encoder/dense/kernel', an int, or a tuple of them"
         )
     if not path or any(p == "" for p in path):
-        raise ValueError(
-            f"Invalid key: {key!r}. A key must be non-empty: name the layer and "
-            "weight, e.g. 'encoder/dense/kernel'. To get distinct keys "
-            "automatically, use keras_repro.initializers.SeededInitializers."
+        raise _validate.value_error(
+            "key",
+            key,
+            "A key must be non-empty: name the layer and weight, e.g. 'encoder/dense/kernel'. "
+            "To get distinct keys automatically, use keras_repro.initializers.SeededInitializers",
         )
     return path
 
@@ -99,6 +100,13 @@ def variance_scaling(
     Returns:
         A plain `keras.initializers.VarianceScaling` with an int seed.
 
+    Raises:
+        TypeError: a non-number scale, a non-string mode or distribution,
+            a non-integer seed, or a key that is not a string, an int or a
+            tuple of them.
+        ValueError: a scale that is not finite and > 0, an unknown mode or
+            distribution, a seed out of range, or an empty key.
+
     Example:
 
     ```python
@@ -109,28 +117,17 @@ def variance_scaling(
     values = init(shape=(4, 3))
     ```
     """
-    _check_arguments(scale, mode, distribution)
+    scale = _check_arguments(scale, mode, distribution)
     derived = derive_seed(validate_seed(seed), *_key_path(key))
-    return keras.initializers.VarianceScaling(
-        scale=float(scale), mode=mode, distribution=distribution, seed=derived
-    )
+    return keras.initializers.VarianceScaling(scale=scale, mode=mode, distribution=distribution, seed=derived)
 
 
-def _check_arguments(scale, mode, distribution) -> None:
-    if (
-        isinstance(scale, bool)
-        or not isinstance(scale, numbers.Real)
-        or not math.isfinite(scale)
-        or scale <= 0
-    ):
-        raise ValueError(f"Invalid scale: {scale!r}. scale must be a finite number > 0.")
-    if mode not in MODES:
-        raise ValueError(f"Invalid mode: {mode!r}. Allowed values: {', '.join(MODES)}.")
-    if distribution not in DISTRIBUTIONS:
-        raise ValueError(
-            f"Invalid distribution: {distribution!r}. "
-            f"Allowed values: {', '.join(DISTRIBUTIONS)}."
-        )
+def _check_arguments(scale, mode, distribution) -> float:
+    """Checks the VarianceScaling arguments; returns the scale as a float."""
+    scale = _validate.check_real("scale", scale, greater_than=0)
+    _validate.check_choice("mode", mode, MODES)
+    _validate.check_choice("distribution", distribution, DISTRIBUTIONS)
+    return scale
 
 
 def _family_factory(name: str):
@@ -241,9 +238,7 @@ class SeededInitializers:
         # Validate before consuming a counter value, so a failed call
         # does not shift the seeds of later keyless calls.
         _check_arguments(scale, mode, distribution)
-        return variance_scaling(
-            scale, mode, distribution, seed=self.seed, key=self._next_key(key)
-        )
+        return variance_scaling(scale, mode, distribution, seed=self.seed, key=self._next_key(key))
 
     def _family(self, name: str, key: Key | None):
         return self.variance_scaling(*_FAMILIES[name], key=key)

@@ -36,14 +36,18 @@ import platform
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import xxhash
 
+from keras_repro import _compat
 from keras_repro import _files
+from keras_repro import _validate
 from keras_repro.determinism import determinism_enabled
-from keras_repro.seeds import get_root_seed, hashseed_set_at_start
+from keras_repro.seeds import get_root_seed
+from keras_repro.seeds import hashseed_set_at_start
 
 __all__ = [
     "MISSING",
@@ -61,16 +65,44 @@ MISSING = "<missing>"
 
 #: Environment variables recorded in the manifest (all can change results).
 ENV_VARS = (
-    "PYTHONHASHSEED", "KERAS_BACKEND", "KERAS_REPRO_SEED", "TF_DETERMINISTIC_OPS",
-    "TF_CUDNN_DETERMINISTIC", "TF_CUDNN_USE_AUTOTUNE", "TF_ENABLE_ONEDNN_OPTS",
-    "TF_XLA_FLAGS", "XLA_FLAGS", "CUBLAS_WORKSPACE_CONFIG", "CUDA_VISIBLE_DEVICES",
-    "NVIDIA_TF32_OVERRIDE", "TF_ENABLE_AUTO_MIXED_PRECISION", "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
-    "TF_NUM_INTEROP_THREADS", "TF_USE_LEGACY_KERAS",
+    "PYTHONHASHSEED",
+    "KERAS_BACKEND",
+    "KERAS_REPRO_SEED",
+    "TF_DETERMINISTIC_OPS",
+    "TF_CUDNN_DETERMINISTIC",
+    "TF_CUDNN_USE_AUTOTUNE",
+    "TF_ENABLE_ONEDNN_OPTS",
+    "TF_XLA_FLAGS",
+    "XLA_FLAGS",
+    "CUBLAS_WORKSPACE_CONFIG",
+    "CUDA_VISIBLE_DEVICES",
+    "NVIDIA_TF32_OVERRIDE",
+    "TF_ENABLE_AUTO_MIXED_PRECISION",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+    "TF_USE_LEGACY_KERAS",
 )
 _ISA_FLAGS = (
-    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-    "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "sve2",
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+    "asimd",
+    "sve",
+    "sve2",
 )
 
 # (key prefix, affects results, why): the first matching prefix decides.
@@ -137,20 +169,11 @@ def _tensorflow_info() -> dict[str, Any] | None:
         import tensorflow as tf
     except ImportError:
         return None
-    build = {}
-    try:
-        info = tf.sysconfig.get_build_info()
-        for key in ("cuda_version", "cudnn_version", "is_cuda_build", "is_rocm_build"):
-            if key in info:
-                build[key] = info[key]
-    except Exception:  # noqa: BLE001
-        pass
-    try:
-        from tensorflow.python.framework.config import is_op_determinism_enabled
-
-        op_determinism = bool(is_op_determinism_enabled())
-    except Exception:  # noqa: BLE001
-        op_determinism = None
+    info = tf.sysconfig.get_build_info()
+    build = {
+        key: info[key] for key in ("cuda_version", "cudnn_version", "is_cuda_build", "is_rocm_build") if key in info
+    }
+    op_determinism = _compat.tf_op_determinism_enabled()
     return {
         "version": tf.__version__,
         "git_version": getattr(tf.version, "GIT_VERSION", None),
@@ -187,15 +210,19 @@ def _devices() -> list[dict[str, Any]]:
     if backend == "jax":
         import jax
 
-        return [{"type": d.platform.upper(), "name": str(d), "model": getattr(d, "device_kind", None)}
-                for d in jax.devices()]
+        return [
+            {"type": d.platform.upper(), "name": str(d), "model": getattr(d, "device_kind", None)}
+            for d in jax.devices()
+        ]
     if backend == "torch":
         import torch
 
         devices = [{"type": "CPU", "name": "cpu"}]
         if torch.cuda.is_available():
-            devices += [{"type": "GPU", "name": f"cuda:{i}", "model": torch.cuda.get_device_name(i)}
-                        for i in range(torch.cuda.device_count())]
+            devices += [
+                {"type": "GPU", "name": f"cuda:{i}", "model": torch.cuda.get_device_name(i)}
+                for i in range(torch.cuda.device_count())
+            ]
         return devices
     return [{"type": "CPU", "name": "cpu"}]
 
@@ -235,9 +262,7 @@ def _git() -> dict[str, Any] | None:
 
     def git(*args: str) -> str | None:
         try:
-            done = subprocess.run(
-                ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=3, check=False
-            )
+            done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=3, check=False)
         except (OSError, subprocess.SubprocessError):
             return None
         return done.stdout.strip() if done.returncode == 0 else None
@@ -275,23 +300,25 @@ def manifest() -> dict[str, Any]:
     ```
     """
     result = _versions()
-    result.update({
-        "platform": {
-            "system": platform.system(),
-            "release": platform.release(),
-            "machine": platform.machine(),
-        },
-        "tensorflow": _tensorflow_info(),
-        "devices": _devices(),
-        "cpu": _cpu(),
-        "env": {name: os.environ.get(name) for name in ENV_VARS},
-        "determinism": {"enabled": determinism_enabled()},
-        "root_seed": get_root_seed(),
-        "hashseed_at_start": hashseed_set_at_start(),
-        "git": _git(),
-        "hostname": socket.gethostname(),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    })
+    result.update(
+        {
+            "platform": {
+                "system": platform.system(),
+                "release": platform.release(),
+                "machine": platform.machine(),
+            },
+            "tensorflow": _tensorflow_info(),
+            "devices": _devices(),
+            "cpu": _cpu(),
+            "env": {name: os.environ.get(name) for name in ENV_VARS},
+            "determinism": {"enabled": determinism_enabled()},
+            "root_seed": get_root_seed(),
+            "hashseed_at_start": hashseed_set_at_start(),
+            "git": _git(),
+            "hostname": socket.gethostname(),
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
     return json.loads(json.dumps(result))  # tuples to lists: exactly what a reader gets back
 
 
@@ -362,11 +389,7 @@ def diff_manifests(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[ManifestD
     ```
     """
     for name, value in (("a", a), ("b", b)):
-        if not isinstance(value, Mapping):
-            raise TypeError(
-                f"Invalid manifest {name}: expected a dict from manifest(), got "
-                f"{type(value).__name__}."
-            )
+        _validate.check_instance(f"manifest {name}", value, Mapping, "Expected a dict from manifest()")
     flat_a: dict[str, Any] = {}
     flat_b: dict[str, Any] = {}
     _flatten(a, "", flat_a)
@@ -409,9 +432,13 @@ def write_manifest(path: _files.PathLike, value: Mapping[str, Any] | None = None
     read_manifest("run_env.json")
     ```
     """
-    value = manifest() if value is None else dict(value)
-    _files.write_document(path, MANIFEST_FORMAT, MANIFEST_VERSION,
-                          {"manifest": value, "checksum": _checksum(value)})
+    path = _validate.check_path("path", path)
+    value = (
+        manifest()
+        if value is None
+        else dict(_validate.check_instance("value", value, Mapping, "Expected a manifest dict"))
+    )
+    _files.write_document(path, MANIFEST_FORMAT, MANIFEST_VERSION, {"manifest": value, "checksum": _checksum(value)})
     return value
 
 
@@ -423,12 +450,11 @@ def read_manifest(path: _files.PathLike) -> dict[str, Any]:
         ValueError: empty, truncated, corrupt, of another format or version, or
             with a checksum that does not match; the message names the file.
     """
+    path = _validate.check_path("path", path)
     document = _files.read_document(path, MANIFEST_FORMAT, (MANIFEST_VERSION,))
     value = document.get("manifest")
     if not isinstance(value, dict) or not isinstance(document.get("checksum"), str):
         raise ValueError(f"{path}: not a valid {MANIFEST_FORMAT} document (no manifest or checksum).")
     if _checksum(value) != document["checksum"]:
-        raise ValueError(
-            f"{path}: the manifest does not match its checksum: the file was changed or corrupted."
-        )
+        raise ValueError(f"{path}: the manifest does not match its checksum: the file was changed or corrupted.")
     return value

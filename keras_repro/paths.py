@@ -12,7 +12,10 @@ structure and the names the user chose:
   otherwise by its class and its index among unnamed siblings of that class
   (``dense#0``, ``dense#1``), never by the auto-name counter;
 - a weight is ``<layer path>/<weight name>`` (``encoder/dense#0/kernel``);
-- a seed generator is ``<layer path>/<attribute>`` (``dropout#0/seed_generator``).
+- a seed generator is ``<layer path>/<attribute>`` (``dropout#0/seed_generator``);
+- an optimizer is ``optimizer`` for the one `compile()` sets, and otherwise
+  the attribute that holds it (``d_optimizer``, ``optimizers/0``), under the
+  path of the layer or sub-model holding it (``generator/optimizer``).
 
 A layer reachable twice (a shared layer) gets the first path found in a
 depth-first walk. With explicit names, adding, removing or reordering other
@@ -38,24 +41,26 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import keras
 
-__all__ = ["layer_paths", "own_weights", "seed_generator_paths", "weight_paths", "is_auto_name"]
+from keras_repro import _compat
+from keras_repro import _validate
 
-# Attributes of keras.Layer that hold bookkeeping, not the layer's own parts.
-_SKIPPED_ATTRIBUTES = frozenset(
-    {"_layers", "_tracker", "_inbound_nodes", "_outbound_nodes", "_operations",
-     "_metrics", "_seed_generators",
-     "_trainable_variables", "_non_trainable_variables", "_input_layers",
-     "_output_layers", "_parent_path", "_functional", "_compile_metrics",
-     "_compile_loss", "_loss_tracker", "optimizer", "_optimizer"}
-)
+__all__ = [
+    "is_auto_name",
+    "layer_paths",
+    "optimizer_paths",
+    "own_weights",
+    "seed_generator_paths",
+    "weight_paths",
+]
 
 
 def _snake(name: str) -> str:
-    return keras.src.utils.naming.to_snake_case(name)
+    return _compat.to_snake_case(name)
 
 
 def is_auto_name(layer: keras.layers.Layer) -> bool:
@@ -75,8 +80,7 @@ def _is_layer(value: Any) -> bool:
 def _attribute_children(layer: keras.layers.Layer) -> Iterator[tuple[str, Any]]:
     """(segment, value) for layers and seed generators held in attributes."""
     for attribute, value in vars(layer).items():
-        # TF's AutoTrackable keeps its own attribute maps under `_self_*`.
-        if attribute in _SKIPPED_ATTRIBUTES or attribute.startswith("_self_"):
+        if _compat.is_layer_bookkeeping_attribute(attribute):
             continue
         if _is_layer(value) or isinstance(value, keras.random.SeedGenerator):
             yield attribute, value
@@ -98,7 +102,7 @@ def _child_layers(layer: keras.layers.Layer) -> list[tuple[str, keras.layers.Lay
             seen.add(id(value))
             children.append((segment.lstrip("_") or segment, value))
     counts: Counter[str] = Counter()
-    for child in getattr(layer, "_layers", []):
+    for child in _compat.layer_tracked_layers(layer):
         if id(child) in seen or isinstance(child, keras.layers.InputLayer):
             continue
         seen.add(id(child))
@@ -138,10 +142,7 @@ def layer_paths(model: keras.layers.Layer) -> dict[str, keras.layers.Layer]:
     Returns:
         An ordered dict, depth-first, parents before children.
     """
-    if not isinstance(model, keras.layers.Layer):
-        raise TypeError(
-            f"Expected a Keras model or layer, got {model!r} (of type {type(model).__name__})."
-        )
+    _validate.check_instance("model", model, keras.layers.Layer, "Expected a Keras model or layer")
     result: dict[str, keras.layers.Layer] = {}
     seen: set[int] = set()
 
@@ -158,10 +159,7 @@ def layer_paths(model: keras.layers.Layer) -> dict[str, keras.layers.Layer]:
 
 
 def _own_variables(layer: keras.layers.Layer) -> list:
-    owned = list(getattr(layer, "_trainable_variables", [])) + list(
-        getattr(layer, "_non_trainable_variables", [])
-    )
-    return [v for v in owned if isinstance(v, keras.Variable)]
+    return [v for v in _compat.layer_own_variables(layer) if _compat.is_keras_variable(v)]
 
 
 def own_weights(layer: keras.layers.Layer) -> dict[str, keras.Variable]:
@@ -202,11 +200,78 @@ def seed_generator_paths(model: keras.layers.Layer) -> dict[str, keras.random.Se
         # Generators Keras tracks but that sit in no attribute we can see.
         found += [
             (f"seed_generator#{i}", g)
-            for i, g in enumerate(getattr(layer, "_seed_generators", []))
+            for i, g in enumerate(_compat.layer_seed_generators(layer))
             if id(g) not in found_ids
         ]
         for segment, generator in _disambiguate(found):
             if id(generator) not in seen:
                 seen.add(id(generator))
                 result[_join(path, segment)] = generator
+    return result
+
+
+def _is_optimizer(value: Any) -> bool:
+    return isinstance(value, keras.optimizers.Optimizer)
+
+
+def optimizer_paths(model: keras.layers.Layer) -> dict[str, keras.optimizers.Optimizer]:
+    """Every optimizer reachable from `model`, by stable path.
+
+    Custom `compile()` methods keep their optimizers as attributes (a GAN's
+    ``d_optimizer`` and ``g_optimizer``; `model.optimizer` is then an unused
+    default), and sub-models may be compiled with optimizers of their own.
+    All of them are found:
+
+    - ``optimizer``: the optimizer `compile()` set on a model;
+    - ``<attribute>``: an optimizer held in an attribute (``d_optimizer``),
+      or in a list, tuple or dict held in one (``optimizers/0``,
+      ``optimizers/critic``);
+    - the same under the path of the layer or sub-model holding it
+      (``discriminator/optimizer``).
+
+    An optimizer reachable twice gets the first path found (the model's own
+    before its sublayers'). A `keras.optimizers.LossScaleOptimizer` is one
+    optimizer: its variables include its inner optimizer's.
+
+    Args:
+        model: a Keras model or layer.
+
+    Returns:
+        An ordered ``{path: optimizer}`` dict.
+
+    Example:
+
+    ```python
+    import keras
+    from keras_repro import paths
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    model.d_optimizer = keras.optimizers.SGD()
+    list(paths.optimizer_paths(model))   # ['optimizer', 'd_optimizer']
+    ```
+    """
+    result: dict[str, keras.optimizers.Optimizer] = {}
+    seen: set[int] = set()
+
+    def add(path: str, value: Any) -> None:
+        if _is_optimizer(value) and id(value) not in seen:
+            seen.add(id(value))
+            result[path] = value
+
+    for layer_path, layer in layer_paths(model).items():
+        add(_join(layer_path, "optimizer"), getattr(layer, "optimizer", None))
+        for attribute, value in vars(layer).items():
+            if attribute.startswith("_self_") or attribute in ("optimizer", "_optimizer"):
+                continue
+            segment = attribute.lstrip("_") or attribute
+            if isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    add(_join(layer_path, f"{segment}/{i}"), item)
+            elif isinstance(value, dict):
+                for key, item in value.items():
+                    if isinstance(key, str):
+                        add(_join(layer_path, f"{segment}/{key}"), item)
+            else:
+                add(_join(layer_path, segment), value)
     return result

@@ -16,9 +16,11 @@ import random
 import sys
 import threading
 import warnings
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
-from keras_repro._backend import tensorflow_module
+from keras_repro import _compat
+from keras_repro import _validate
 
 __all__ = [
     "MAX_SEED",
@@ -90,36 +92,18 @@ def validate_seed(seed: Any) -> int:
     ...
     ValueError: Invalid seed: -1. A seed must be an integer in [0, 4294967295].
     """
-    if isinstance(seed, bool) or not _is_integer(seed):
-        raise TypeError(
-            f"Invalid seed: {seed!r} (of type {type(seed).__name__}). "
-            f"A seed must be an integer in [0, {MAX_SEED}]."
-        )
-    value = int(seed)
-    if not 0 <= value <= MAX_SEED:
-        raise ValueError(
-            f"Invalid seed: {value}. A seed must be an integer in [0, {MAX_SEED}]."
-        )
-    return value
-
-
-def _is_integer(value: Any) -> bool:
-    if isinstance(value, int):
-        return True
-    numpy = sys.modules.get("numpy")
-    return numpy is not None and isinstance(value, numpy.integer)
+    return _validate.check_int(
+        "seed", seed, minimum=0, maximum=MAX_SEED, allowed=f"A seed must be an integer in [0, {MAX_SEED}]"
+    )
 
 
 def _encode_part(part: Any) -> bytes:
     if isinstance(part, str):
         tag, payload = b"s", part.encode("utf-8")
-    elif _is_integer(part) and not isinstance(part, bool):
+    elif _validate.is_integer(part):
         tag, payload = b"i", str(int(part)).encode("ascii")
     else:
-        raise TypeError(
-            f"Invalid seed path element: {part!r} (of type {type(part).__name__}). "
-            "Path elements must be strings or integers."
-        )
+        raise _validate.type_error("seed path element", part, "Path elements must be strings or integers")
     return tag + len(payload).to_bytes(8, "big") + payload
 
 
@@ -189,8 +173,7 @@ def get_root_seed() -> int | None:
         return validate_seed(int(raw))
     except (TypeError, ValueError):
         raise ValueError(
-            f"Invalid {SEED_ENV_VAR} environment variable: {raw!r}. "
-            f"It must be an integer in [0, {MAX_SEED}]."
+            f"Invalid {SEED_ENV_VAR} environment variable: {raw!r}. It must be an integer in [0, {MAX_SEED}]."
         ) from None
 
 
@@ -308,12 +291,10 @@ def seed_everything(seed: int) -> int:
         import numpy as np
 
         np.random.seed(derive_seed(seed, "numpy"))
-        tf = tensorflow_module(import_it=True)
+        tf = _compat.tensorflow_module(import_it=True)
         if tf is not None:
             tf.random.set_seed(derive_seed(seed, "tensorflow"))
-            tf.random.set_global_generator(
-                tf.random.Generator.from_seed(derive_seed(seed, "tf.random.Generator"))
-            )
+            tf.random.set_global_generator(tf.random.Generator.from_seed(derive_seed(seed, "tf.random.Generator")))
         backend = _keras_backend()
         if backend is not None:
             _set_keras_global_generator([derive_seed(seed, "keras"), 0])
@@ -326,34 +307,19 @@ def seed_everything(seed: int) -> int:
     return seed
 
 
-def _keras_global_state_module():
-    from keras.src.backend.common import global_state
-
-    return global_state
-
-
-_KERAS_GLOBAL_GENERATOR = "global_seed_generator"
-
-
 def _set_keras_global_generator(state: list[int] | None) -> None:
-    global_state = _keras_global_state_module()
     if state is None:
-        global_state.set_global_attribute(_KERAS_GLOBAL_GENERATOR, None)
+        _compat.set_keras_global_seed_generator(None)
         return
     import keras
 
     generator = keras.random.SeedGenerator(seed=int(state[0]))
-    generator.state.assign(
-        keras.ops.convert_to_tensor(
-            [int(state[0]), int(state[1])], dtype=generator.state.dtype
-        )
-    )
-    global_state.set_global_attribute(_KERAS_GLOBAL_GENERATOR, generator)
+    generator.state.assign(keras.ops.convert_to_tensor([int(state[0]), int(state[1])], dtype=generator.state.dtype))
+    _compat.set_keras_global_seed_generator(generator)
 
 
 def _get_keras_global_generator() -> list[int] | None:
-    global_state = _keras_global_state_module()
-    generator = global_state.get_global_attribute(_KERAS_GLOBAL_GENERATOR)
+    generator = _compat.keras_global_seed_generator()
     if generator is None:
         return None
     import keras
@@ -361,48 +327,36 @@ def _get_keras_global_generator() -> list[int] | None:
     return [int(v) for v in keras.ops.convert_to_numpy(generator.state.value)]
 
 
-def _tf_context():
-    from tensorflow.python.eager import context
-
-    return context.context()
-
-
 def _get_tf_state(tf) -> dict[str, Any]:
-    ctx = _tf_context()
-    global_seed = ctx._seed  # noqa: SLF001 - no public accessor for the op-seed RNG
-    op_rng = getattr(ctx, "_rng", None)
-    op_rng_state = _python_state_to_json(op_rng.getstate()) if global_seed is not None and op_rng else None
-    from tensorflow.python.ops import stateful_random_ops
-
-    generator = getattr(stateful_random_ops, "global_generator", None)
+    global_seed = _compat.tf_global_seed()
+    op_rng_state = _compat.tf_op_seed_rng_state()
+    generator = _compat.tf_global_generator()
     generator_state = None
     if generator is not None:
         generator_state = {
             "algorithm": int(generator.algorithm),
             "state": [int(v) for v in generator.state.numpy()],
         }
-    return {"global_seed": global_seed, "op_seed_rng": op_rng_state, "generator": generator_state}
+    return {
+        "global_seed": global_seed,
+        "op_seed_rng": None if op_rng_state is None else _python_state_to_json(op_rng_state),
+        "generator": generator_state,
+    }
 
 
 def _set_tf_state(tf, state: dict[str, Any]) -> None:
-    ctx = _tf_context()
     if state["global_seed"] is None:
         tf.random.set_seed(None)
     else:
         tf.random.set_seed(state["global_seed"])
         if state["op_seed_rng"] is not None:
-            ctx._rng.setstate(_python_state_from_json(state["op_seed_rng"]))  # noqa: SLF001
+            _compat.set_tf_op_seed_rng_state(_python_state_from_json(state["op_seed_rng"]))
     gen = state["generator"]
-    from tensorflow.python.ops import stateful_random_ops
-
     if gen is None:
-        if hasattr(stateful_random_ops, "global_generator"):
-            stateful_random_ops.global_generator = None
+        _compat.tf_reset_global_generator()
     else:
         tf.random.set_global_generator(
-            tf.random.Generator.from_state(
-                state=tf.constant(gen["state"], dtype=tf.int64), alg=gen["algorithm"]
-            )
+            tf.random.Generator.from_state(state=tf.constant(gen["state"], dtype=tf.int64), alg=gen["algorithm"])
         )
 
 
@@ -444,7 +398,7 @@ def rng_state() -> dict[str, Any]:
     import numpy as np
 
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    tf = tensorflow_module(import_it=False)
+    tf = _compat.tensorflow_module(import_it=False)
     return {
         "format": _STATE_FORMAT,
         "root_seed": _root_seed,
@@ -480,14 +434,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
     ```
     """
     if not isinstance(state, dict):
-        raise TypeError(
-            f"Invalid RNG state: expected the dict returned by rng_state(), "
-            f"got {type(state).__name__}."
-        )
+        raise _validate.type_error("RNG state", state, "Expected the dict returned by rng_state()")
     if state.get("format") != _STATE_FORMAT:
         raise ValueError(
-            f"Invalid RNG state: format {state.get('format')!r} is not supported "
-            f"(supported: {_STATE_FORMAT})."
+            f"Invalid RNG state: format {state.get('format')!r} is not supported (supported: {_STATE_FORMAT})."
         )
     missing = [k for k in ("root_seed", "python", "numpy", "tensorflow", "keras") if k not in state]
     if missing:
@@ -504,8 +454,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
         random.setstate(python_state)
         np.random.set_state(numpy_state)
         if state["tensorflow"] is not None:
-            _set_tf_state(tensorflow_module(import_it=True), state["tensorflow"])
-        elif (tf := tensorflow_module(import_it=False)) is not None:
+            _set_tf_state(_compat.tensorflow_module(import_it=True), state["tensorflow"])
+        elif (tf := _compat.tensorflow_module(import_it=False)) is not None:
             _set_tf_state(tf, {"global_seed": None, "op_seed_rng": None, "generator": None})
         if "keras" in sys.modules or state["keras"] is not None:
             _set_keras_global_generator(state["keras"])

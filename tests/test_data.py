@@ -51,15 +51,19 @@ def test_orders_are_identical_across_processes_under_op_determinism():
     assert first["permutations"] == here
     assert first["epoch_shuffle"] == here  # the dataset's order is the permutation
     assert first["repeat_by_epoch"] == [
-        [10 * v for v in here[1][:5]], [10 * v for v in here[1][5:10]], [10 * v for v in here[1][10:]],
-        [10 * v for v in here[2][:5]], [10 * v for v in here[2][5:10]], [10 * v for v in here[2][10:]],
+        [10 * v for v in here[1][:5]],
+        [10 * v for v in here[1][5:10]],
+        [10 * v for v in here[1][10:]],
+        [10 * v for v in here[2][:5]],
+        [10 * v for v in here[2][5:10]],
+        [10 * v for v in here[2][10:]],
     ]
     orders = [kr.epoch_permutation(9, e, 10).tolist() for e in range(2)]
     for e in range(2):
         assert first["shuffled_batches"][e] == [orders[e][:4], orders[e][4:8], orders[e][8:]]
     assert first["stream"] == [orders[0][8:], orders[1][:4], orders[1][4:8], orders[1][8:]]
     window = first["window"]
-    assert [sorted(window[i:i + 5]) for i in (0, 5, 10)] == [list(range(0, 5)), list(range(5, 10)), [10, 11]]
+    assert [sorted(window[i : i + 5]) for i in (0, 5, 10)] == [list(range(0, 5)), list(range(5, 10)), [10, 11]]
     assert window != list(range(12))
 
 
@@ -74,7 +78,7 @@ def test_epoch_permutation_is_a_permutation_that_changes_every_epoch():
 
 def test_block_permutation_only_moves_samples_within_blocks():
     order = kr.epoch_permutation(3, 1, 11, block_size=4)
-    assert [sorted(order[i:i + 4].tolist()) for i in (0, 4, 8)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10]]
+    assert [sorted(order[i : i + 4].tolist()) for i in (0, 4, 8)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10]]
     assert order.tolist() != list(range(11))
 
 
@@ -83,10 +87,16 @@ def test_block_permutation_only_moves_samples_within_blocks():
     [
         ({"seed": -1, "epoch": 0, "n": 3}, ValueError, "-1"),
         ({"seed": 1.0, "epoch": 0, "n": 3}, TypeError, "1.0"),
-        ({"seed": 1, "epoch": -2, "n": 3}, ValueError, "epoch"),
-        ({"seed": 1, "epoch": True, "n": 3}, ValueError, "epoch"),
-        ({"seed": 1, "epoch": 0, "n": 2.5}, ValueError, "n"),
-        ({"seed": 1, "epoch": 0, "n": 3, "block_size": 0}, ValueError, "block_size"),
+        ({"seed": "1", "epoch": 0, "n": 3}, TypeError, r"Invalid seed: '1' \(of type str\)"),
+        ({"seed": 1, "epoch": -2, "n": 3}, ValueError, r"^Invalid epoch: -2\. An epoch must be an integer >= 0\.$"),
+        ({"seed": 1, "epoch": True, "n": 3}, TypeError, r"^Invalid epoch: True \(of type bool\)\. An epoch must"),
+        ({"seed": 1, "epoch": np.int64(-1), "n": 3}, ValueError, r"^Invalid epoch: -1\."),
+        (
+            {"seed": 1, "epoch": 0, "n": 2.5},
+            TypeError,
+            r"^Invalid n: 2\.5 \(of type float\)\. n must be an integer >= 0\.$",
+        ),
+        ({"seed": 1, "epoch": 0, "n": 3, "block_size": 0}, ValueError, r"^Invalid block_size: 0\. block_size must be"),
     ],
 )
 def test_epoch_permutation_rejects_bad_arguments(kwargs, error, match):
@@ -105,9 +115,10 @@ def test_shuffled_batches_keeps_structure_and_orders_by_epoch():
         assert np.array_equal(features["b"][0], 2 * target)
         assert np.concatenate([b[1] for b in batches]).tolist() == kr.epoch_permutation(1, e, 9).tolist()
     within = kr.shuffled_batches(np.arange(9), seed=1, epoch=1, batch_size=4, within_batch=True)
-    assert np.concatenate(list(within.as_numpy_iterator())).tolist() == kr.epoch_permutation(
-        1, 1, 9, block_size=4
-    ).tolist()
+    assert (
+        np.concatenate(list(within.as_numpy_iterator())).tolist()
+        == kr.epoch_permutation(1, 1, 9, block_size=4).tolist()
+    )
 
 
 def test_batch_stream_reads_a_callable_start_when_iteration_begins():
@@ -126,7 +137,7 @@ def test_batch_stream_reads_a_callable_start_when_iteration_begins():
 def test_shuffled_batches_rejects_bad_arrays():
     with pytest.raises(ValueError, match=r"first dimension.*\[3, 4\]"):
         kr.shuffled_batches((np.zeros(3), np.zeros(4)), seed=1, epoch=0, batch_size=2)
-    with pytest.raises(ValueError, match="SparseTensor"):
+    with pytest.raises(TypeError, match="SparseTensor"):
         sparse = tf.sparse.from_dense(np.eye(3, dtype="float32"))
         kr.shuffled_batches(sparse, seed=1, epoch=0, batch_size=2)
     with pytest.raises(ValueError, match="batch_size"):

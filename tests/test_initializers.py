@@ -103,10 +103,15 @@ def test_seeded_initializers_warns_on_reused_key():
         ({"scale": -2.0}, ValueError, "Invalid scale: -2.0"),
         ({"scale": math.nan}, ValueError, "Invalid scale: nan"),
         ({"scale": math.inf}, ValueError, "Invalid scale: inf"),
-        ({"scale": "1"}, ValueError, "Invalid scale: '1'"),
-        ({"scale": True}, ValueError, "Invalid scale: True"),
-        ({"mode": "fan"}, ValueError, "Invalid mode: 'fan'. Allowed values: fan_in, fan_out, fan_avg"),
-        ({"distribution": "gaussian"}, ValueError, "Allowed values: uniform, truncated_normal, untruncated_normal, normal"),
+        ({"scale": "1"}, TypeError, "Invalid scale: '1' (of type str). scale must be a finite number > 0."),
+        ({"scale": True}, TypeError, "Invalid scale: True (of type bool)"),
+        ({"mode": "fan"}, ValueError, "Invalid mode: 'fan'. Allowed values: 'fan_in', 'fan_out', 'fan_avg'."),
+        ({"mode": 2}, TypeError, "Invalid mode: 2 (of type int). Allowed values: 'fan_in',"),
+        (
+            {"distribution": "gaussian"},
+            ValueError,
+            "Allowed values: 'uniform', 'truncated_normal', 'untruncated_normal', 'normal'.",
+        ),
         ({"seed": -1}, ValueError, "Invalid seed: -1"),
         ({"seed": 1.0}, TypeError, "Invalid seed: 1.0"),
         ({"key": None}, TypeError, "Invalid key: None"),
@@ -152,12 +157,15 @@ def build():
 
 def test_factories_identical_across_processes_and_saved_models_load_without_keras_repro(tmp_path):
     path = tmp_path / "m.keras"
-    save = _BUILD + f"""
+    save = (
+        _BUILD
+        + f"""
 random.random(); np.random.rand(); keras.layers.Dropout(0.3)  # unrelated draws first
 model = build()
 model.save({str(path)!r})
 emit([w.tolist() for w in model.get_weights()])
 """
+    )
     fresh = _BUILD + "emit([w.tolist() for w in build().get_weights()])\n"
     (saved,) = run_pythons([save], envs=[{"PYTHONHASHSEED": "1"}])
     load = f"""

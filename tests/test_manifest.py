@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 import keras_repro as kr
-from keras_repro.manifest import MISSING, read_manifest, write_manifest
+from keras_repro.manifest import MISSING
+from keras_repro.manifest import read_manifest
+from keras_repro.manifest import write_manifest
 
 
 def test_manifest_is_json_safe_and_describes_this_process():
@@ -43,8 +45,13 @@ def test_git_revision_of_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["-c"])
     monkeypatch.chdir(tmp_path)
     assert kr.manifest()["git"] is None  # not a repository
-    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin:/usr/local/bin"}
+    env = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+        "PATH": "/usr/bin:/bin:/usr/local/bin",
+    }
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True, env=env)
     (tmp_path / "f.txt").write_text("x")
     subprocess.run(["git", "add", "f.txt"], cwd=tmp_path, check=True, env=env)
@@ -73,12 +80,23 @@ def test_diff_classifies_what_can_change_results():
     b["brand_new_key"] = 1
     differences = {d.key: d for d in kr.diff_manifests(a, b)}
     assert set(differences) == {
-        "hostname", "created", "root_seed", "tensorflow.build.cudnn_version", "tensorflow.threads.intra_op",
-        "env.TF_ENABLE_ONEDNN_OPTS", "determinism.enabled", "brand_new_key",
+        "hostname",
+        "created",
+        "root_seed",
+        "tensorflow.build.cudnn_version",
+        "tensorflow.threads.intra_op",
+        "env.TF_ENABLE_ONEDNN_OPTS",
+        "determinism.enabled",
+        "brand_new_key",
     }
     assert not differences["hostname"].affects_results and not differences["created"].affects_results
-    for key in ("root_seed", "tensorflow.build.cudnn_version", "tensorflow.threads.intra_op",
-                "env.TF_ENABLE_ONEDNN_OPTS", "determinism.enabled"):
+    for key in (
+        "root_seed",
+        "tensorflow.build.cudnn_version",
+        "tensorflow.threads.intra_op",
+        "env.TF_ENABLE_ONEDNN_OPTS",
+        "determinism.enabled",
+    ):
         assert differences[key].affects_results, key
     assert differences["brand_new_key"].affects_results  # unknown: not known to be harmless
     assert differences["brand_new_key"].a == MISSING and differences["brand_new_key"].b == 1
@@ -105,9 +123,17 @@ def test_manifest_file_round_trip(tmp_path):
         (lambda text: "", ValueError, "empty"),
         (lambda text: text[: len(text) // 2], ValueError, "corrupt or truncated"),
         (lambda text: text.replace('"numpy": "', '"numpy": "9'), ValueError, "checksum"),
-        (lambda text: text.replace("keras_repro.manifest", "keras_repro.trace"), ValueError, "expected a keras_repro.manifest"),
+        (
+            lambda text: text.replace("keras_repro.manifest", "keras_repro.trace"),
+            ValueError,
+            "expected a keras_repro.manifest",
+        ),
         (lambda text: text.replace('"version": 1', '"version": 7'), ValueError, "version 7 is not supported"),
-        (lambda text: json.dumps({"format": "keras_repro.manifest", "version": 1}), ValueError, "no manifest or checksum"),
+        (
+            lambda text: json.dumps({"format": "keras_repro.manifest", "version": 1}),
+            ValueError,
+            "no manifest or checksum",
+        ),
     ],
 )
 def test_damaged_manifest_files_give_a_clear_error(tmp_path, damage, error, message):
@@ -121,3 +147,22 @@ def test_damaged_manifest_files_give_a_clear_error(tmp_path, damage, error, mess
 def test_missing_manifest_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         read_manifest(tmp_path / "nope.json")
+
+
+def test_bad_arguments_name_the_value():
+    with pytest.raises(TypeError, match=r"^Invalid manifest b: 'manifest.json' \(of type str\)\. Expected a dict"):
+        kr.diff_manifests({}, "manifest.json")
+    with pytest.raises(TypeError, match=r"^Invalid path: 123 \(of type int\)\. path must be a path"):
+        write_manifest(123)
+    with pytest.raises(TypeError, match=r"^Invalid path: None \(of type NoneType\)"):
+        read_manifest(None)
+
+
+def test_a_missing_op_determinism_query_is_an_error_not_a_guess(monkeypatch):
+    from tensorflow.python.framework import config
+
+    from keras_repro import _compat
+
+    monkeypatch.delattr(config, "is_op_determinism_enabled")
+    with pytest.raises(_compat.UnsupportedVersionError, match="is_op_determinism_enabled"):
+        kr.manifest()

@@ -15,7 +15,7 @@ def _mlp(extra_first=False):
 
 def test_paths_ignore_keras_auto_name_counter():
     a, b = _mlp(), _mlp()  # second model's layers are auto-named dense_1, dropout_1 ...
-    assert [l.name for l in a.layers] != [l.name for l in b.layers]
+    assert [layer.name for layer in a.layers] != [layer.name for layer in b.layers]
     assert list(paths.weight_paths(a)) == list(paths.weight_paths(b))
     assert list(paths.seed_generator_paths(a)) == list(paths.seed_generator_paths(b)) == ["dropout#0/seed_generator"]
 
@@ -51,8 +51,16 @@ def test_subclassed_models_use_attribute_names_and_nested_models_nest():
     net = Net()
     net(np.zeros((1, 3)))
     assert list(paths.layer_paths(net)) == [
-        "", "blocks/0", "blocks/0/proj", "blocks/0/drop", "blocks/1", "blocks/1/proj",
-        "blocks/1/drop", "head", "head/dense#0", "head/out",
+        "",
+        "blocks/0",
+        "blocks/0/proj",
+        "blocks/0/drop",
+        "blocks/1",
+        "blocks/1/proj",
+        "blocks/1/drop",
+        "head",
+        "head/dense#0",
+        "head/out",
     ]
     assert "blocks/1/proj/kernel" in paths.weight_paths(net)
     assert list(paths.seed_generator_paths(net)) == ["blocks/0/drop/seed_generator", "blocks/1/drop/seed_generator"]
@@ -91,5 +99,7 @@ def test_is_auto_name():
 
 
 def test_non_layer_is_rejected():
-    with pytest.raises(TypeError, match="Expected a Keras model or layer, got 'model'"):
+    with pytest.raises(
+        TypeError, match=r"^Invalid model: 'model' \(of type str\)\. Expected a Keras model or layer\.$"
+    ):
         paths.layer_paths("model")
