@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from keras_repro import _validate
+
 __all__ = ["main"]
 
 EXIT_OK, EXIT_DIFFERENT, EXIT_USAGE = 0, 1, 2
@@ -30,11 +32,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _every(value: str):
-    if value in ("epoch", "batch"):
-        return value
-    if value.isdigit() and int(value) > 0:
-        return int(value)
-    raise argparse.ArgumentTypeError(f"invalid value {value!r}: use epoch, batch or a positive number of batches")
+    try:
+        return _validate.check_every(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"invalid value {value!r}: {e}") from None
 
 
 def _runs(value: str) -> int:
@@ -61,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--runs", type=_runs, default=2, help="number of runs to compare (default 2)")
     check.add_argument("--every", type=_every, default="epoch", help="record every epoch (default), batch, or N batches")
     check.add_argument("--keep", metavar="DIR", help="keep the traces and the script's output in DIR")
+    check.add_argument(
+        "--locate", action="store_true",
+        help="when the runs differ, run the script again to find where the difference enters "
+        "(the data, a layer's forward or backward pass, the optimizer)",
+    )
 
     demo = sub.add_parser(
         "demo",
@@ -93,7 +99,10 @@ def _cmd_check(args) -> int:
     from keras_repro.check import ScriptError, check_script
 
     try:
-        result = check_script(args.script, args.args, runs=args.runs, every=args.every, keep=args.keep, progress=_progress)
+        result = check_script(
+            args.script, args.args, runs=args.runs, every=args.every, keep=args.keep, progress=_progress,
+            locate=args.locate,
+        )
     except (FileNotFoundError, PermissionError, ValueError) as e:
         raise _UsageError(str(e)) from None
     except ScriptError as e:
@@ -182,17 +191,19 @@ def _manifest_of(file: Path, read_manifest):
 
 def _cmd_diff(args) -> int:
     from keras_repro.manifest import diff_manifests
-    from keras_repro.trace import compare_traces
+    from keras_repro.trace import diff_traces
 
     (kind_a, a), (kind_b, b) = _load_either(args.a), _load_either(args.b)
     if kind_a != kind_b:
         raise _UsageError(f"cannot compare a {kind_a} ({args.a}) with a {kind_b} ({args.b})")
     if kind_a == "trace":
-        divergence = compare_traces(a, b)
-        if divergence is None:
-            print(f"identical: {len(a.records)} records match")
+        comparison = diff_traces(a, b)
+        if comparison.divergence is None:
+            print(f"identical: {len(a.records)} records match in training state and data")
+            for note in comparison.notes:
+                print(f"  note: {note}")
             return EXIT_OK
-        print(f"traces differ: {divergence}")
+        print(f"traces differ: {comparison.divergence}")
         return EXIT_DIFFERENT
     differences = diff_manifests(a, b)
     if not differences:

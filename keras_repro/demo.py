@@ -10,11 +10,12 @@ every variable, with no global seeding call at all.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Callable
+
+from keras_repro._procs import child_environment, without_framework_logs
 
 __all__ = ["DemoRun", "run_demo", "train_sequence_model"]
 
@@ -58,7 +59,7 @@ class DemoRun:
 
 
 def _start(seeded: bool) -> subprocess.Popen:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONHASHSEED": "0"}
+    env = child_environment({"PYTHONHASHSEED": "0"})
     env.pop("KERAS_REPRO_SEED", None)
     return subprocess.Popen(
         [sys.executable, "-m", "keras_repro.demo", "seeded" if seeded else "plain"],
@@ -72,7 +73,8 @@ def _start(seeded: bool) -> subprocess.Popen:
 def _result(proc: subprocess.Popen) -> dict:
     out, err = proc.communicate()
     if proc.returncode != 0:
-        raise RuntimeError(f"demo run failed (exit {proc.returncode}):\n{err[-3000:]}")
+        shown = "".join(without_framework_logs(err.splitlines(keepends=True)))
+        raise RuntimeError(f"demo run failed (exit {proc.returncode}):\n{shown[-3000:]}")
     return json.loads(out.strip().splitlines()[-1])
 
 

@@ -19,10 +19,12 @@ The algorithm, so that a fingerprint can be checked without keras_repro:
 
 Variable paths come from `keras_repro.paths` (weights and seed generators),
 so they do not depend on Keras' process-wide auto-name counters. Optimizer
-variables are named from the weight they belong to:
-``optimizer/iterations``, ``optimizer/<weight path>/<slot>`` (e.g.
-``optimizer/dense#0/kernel/momentum``), and ``optimizer/<name>`` for the
-optimizer's own variables such as ``optimizer/learning_rate``. Metric
+variables are named from the optimizer's path (`keras_repro.paths.optimizer_paths`:
+``optimizer`` for the compiled one, the attribute for others, e.g. a GAN's
+``d_optimizer``) and the weight they belong to: ``<optimizer>/iterations``,
+``<optimizer>/<weight path>/<slot>`` (e.g. ``optimizer/dense#0/kernel/momentum``),
+and ``<optimizer>/<name>`` for the optimizer's own variables such as
+``optimizer/learning_rate``. Metric
 variables (loss and metric accumulators) are left out: they are reset every
 epoch and do not influence training.
 
@@ -49,7 +51,7 @@ import keras
 import numpy as np
 import xxhash
 
-from keras_repro import paths
+from keras_repro import _compat, paths
 from keras_repro.seeds import rng_state
 
 __all__ = [
@@ -61,12 +63,14 @@ __all__ = [
     "fingerprint_rng",
     "fingerprint_rng_streams",
     "fingerprint_variables",
+    "tracked_state",
     "tracked_variables",
+    "training_step",
 ]
 
-OPTIMIZER_PREFIX = "optimizer"
-#: Path of the optimizer's iteration counter.
-ITERATIONS_PATH = f"{OPTIMIZER_PREFIX}/iterations"
+#: What a tracked variable is: a layer weight, a seed generator's state, an
+#: optimizer variable, or another variable of the model.
+VARIABLE_KINDS = ("weight", "seed_generator", "optimizer", "other")
 _RNG_STREAMS = ("python", "numpy", "tensorflow", "keras", "root_seed")
 
 
@@ -79,13 +83,19 @@ class ModelFingerprint:
         variables: ``{path: digest}`` (16 hex digits each), in model order:
             weights, then seed generator states, then optimizer variables.
         schema: ``{path: (dtype, shape)}`` in the same order.
-        iterations: the optimizer's step count, or None without an optimizer.
+        iterations: the training step: the largest step count among the
+            model's optimizers (a GAN's two optimizers both count; the unused
+            default one of a custom `compile()` stays at 0), or None without
+            an optimizer.
+        kinds: ``{path: kind}``, each one of `VARIABLE_KINDS`: ``"weight"``,
+            ``"seed_generator"``, ``"optimizer"`` or ``"other"``.
     """
 
     digest: str
     variables: dict[str, str]
     schema: dict[str, tuple[str, tuple[int, ...]]]
     iterations: int | None = None
+    kinds: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def _check_model(model: Any) -> None:
@@ -95,37 +105,101 @@ def _check_model(model: Any) -> None:
         )
 
 
-def _optimizer_variables(model: keras.layers.Layer, weight_path_of: Mapping[int, str]) -> dict[str, Any]:
-    """Optimizer variables by a stable, counter-free path (see module docstring)."""
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is None or not hasattr(optimizer, "variables"):
-        return {}
-    # Keras names a slot variable "<reference.path with / as _>_<slot>"; match
-    # each slot to its weight by the longest such prefix.
-    prefixes = sorted(
-        (
-            (variable.path.replace("/", "_") + "_", weight_path_of[id(variable)])
-            for variable in model.trainable_variables
-            if id(variable) in weight_path_of
-        ),
-        key=lambda item: -len(item[0]),
-    )
-    iterations = getattr(optimizer, "iterations", None)
+def _optimizer_variables(
+    optimizer: Any, prefix: str, prefixes: list[tuple[str, str]]
+) -> tuple[dict[str, Any], str | None]:
+    """One optimizer's variables by stable path (see module docstring), and its counter's path.
+
+    A `LossScaleOptimizer`'s inner optimizer's variables come first, under
+    ``<prefix>/inner_optimizer``; the wrapper's own (loss scale, its unused
+    counter) follow under `prefix`.
+    """
     result: dict[str, Any] = {}
+    counter = None
+    inner = getattr(optimizer, "inner_optimizer", None)
+    if isinstance(inner, keras.optimizers.Optimizer):
+        result, counter = _optimizer_variables(inner, f"{prefix}/inner_optimizer", prefixes)
+    iterations = _compat.optimizer_step_variable(optimizer)
     for index, variable in enumerate(optimizer.variables):
+        if any(variable is known for known in result.values()):
+            continue
         if variable is iterations:
-            path = ITERATIONS_PATH
+            path = f"{prefix}/iterations"
+            counter = counter or path
         else:
             name = variable.name
             match = next(((p, w) for p, w in prefixes if name.startswith(p) and len(name) > len(p)), None)
             if match is not None:
-                path = f"{OPTIMIZER_PREFIX}/{match[1]}/{name[len(match[0]):]}"
+                path = f"{prefix}/{match[1]}/{name[len(match[0]):]}"
             else:
-                path = f"{OPTIMIZER_PREFIX}/{name}"
+                path = f"{prefix}/{name}"
         if path in result:
             path = f"{path}#{index}"
         result[path] = variable
-    return result
+    return result, counter
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackedState:
+    """Every variable of a model's training state, by stable path and kind.
+
+    Attributes:
+        variables: ``{path: variable}`` in model order (see `tracked_variables`).
+        kinds: ``{path: kind}``, each one of `VARIABLE_KINDS`.
+        counters: paths of the optimizers' iteration counters.
+    """
+
+    variables: dict[str, Any]
+    kinds: dict[str, str]
+    counters: tuple[str, ...]
+
+
+def tracked_state(model: keras.layers.Layer) -> TrackedState:
+    """Every variable a fingerprint covers, with its kind; see `tracked_variables`."""
+    _check_model(model)
+    variables: dict[str, Any] = {}
+    kinds: dict[str, str] = {}
+
+    def add(path: str, variable: Any, kind: str) -> None:
+        if id(variable) not in covered:
+            covered.add(id(variable))
+            variables[path] = variable
+            kinds[path] = kind
+
+    covered: set[int] = set()
+    for path, variable in paths.weight_paths(model).items():
+        add(path, variable, "weight")
+    for path, generator in paths.seed_generator_paths(model).items():
+        add(path, generator.state, "seed_generator")
+    # Keras names a slot variable "<reference.path with / as _>_<slot>"; match
+    # each slot to its weight by the longest such prefix.
+    prefixes = sorted(
+        ((v.path.replace("/", "_") + "_", p) for p, v in variables.items() if kinds[p] == "weight"),
+        key=lambda item: -len(item[0]),
+    )
+    counters = []
+    for prefix, optimizer in paths.optimizer_paths(model).items():
+        found, counter = _optimizer_variables(optimizer, prefix, prefixes)
+        for path, variable in found.items():
+            add(path, variable, "optimizer")
+        if counter is not None and counter in variables:
+            counters.append(counter)
+    metric_ids = {id(v) for v in getattr(model, "metrics_variables", [])}
+    for index, variable in enumerate(model.variables):
+        if id(variable) not in metric_ids:
+            add(f"unlisted/{index}", variable, "other")
+    return TrackedState(variables, kinds, tuple(counters))
+
+
+def training_step(model: keras.layers.Layer) -> int:
+    """The model's training step: the largest step count among its optimizers (0 without one).
+
+    The same count as `ModelFingerprint.iterations`, read without hashing
+    anything.
+    """
+    state = tracked_state(model)
+    counts = [int(keras.ops.convert_to_numpy(state.variables[path])) for path in state.counters]
+    return max(counts, default=0)
 
 
 def tracked_variables(model: keras.layers.Layer) -> dict[str, Any]:
@@ -133,7 +207,9 @@ def tracked_variables(model: keras.layers.Layer) -> dict[str, Any]:
 
     Weights (`keras_repro.paths.weight_paths`), then the state variable of
     each layer seed generator (`keras_repro.paths.seed_generator_paths`, the
-    generator's path), then optimizer variables. Variables of the model
+    generator's path), then the variables of every optimizer reachable from
+    the model (`keras_repro.paths.optimizer_paths`: the compiled one and
+    those a custom `compile()` keeps in attributes). Variables of the model
     reachable in none of these ways (rare: a variable held outside any layer
     attribute) come last as ``unlisted/<index in model.variables>``. Metric
     variables are not included.
@@ -144,19 +220,7 @@ def tracked_variables(model: keras.layers.Layer) -> dict[str, Any]:
     Returns:
         An ordered ``{path: keras.Variable}`` dict.
     """
-    _check_model(model)
-    result: dict[str, Any] = dict(paths.weight_paths(model))
-    for path, generator in paths.seed_generator_paths(model).items():
-        result[path] = generator.state
-    weight_path_of = {id(v): p for p, v in result.items()}
-    result.update(_optimizer_variables(model, weight_path_of))
-    covered = {id(v) for v in result.values()}
-    metric_ids = {id(v) for v in getattr(model, "metrics_variables", [])}
-    for index, variable in enumerate(model.variables):
-        if id(variable) not in covered and id(variable) not in metric_ids:
-            result[f"unlisted/{index}"] = variable
-            covered.add(id(variable))
-    return result
+    return tracked_state(model).variables
 
 
 def _reader(variable: Any) -> Callable[[], Any]:
@@ -261,7 +325,10 @@ class Fingerprinter:
 
     def refresh(self) -> None:
         """Lists the model's variables again (see `tracked_variables`)."""
-        self.variables = tracked_variables(self.model)
+        state = tracked_state(self.model)
+        self.variables = state.variables
+        self.kinds = state.kinds
+        self._counters = frozenset(state.counters)
         self._plan = []
         for path, variable in self.variables.items():
             dtype = getattr(variable, "dtype", None)
@@ -291,10 +358,11 @@ class Fingerprinter:
             digests[path] = digest
             schema[path] = key
             lines[path] = f"{path}\t{key[0]}\t{formats[1]}\t{digest}\n"
-            if path == ITERATIONS_PATH and array.size == 1:
-                iterations = int(array.reshape(-1)[0])
+            if path in self._counters and array.size == 1:
+                count = int(array.reshape(-1)[0])
+                iterations = count if iterations is None else max(iterations, count)
         combined = xxhash.xxh3_128("".join(lines[p] for p in self._sorted_paths).encode()).hexdigest()
-        return ModelFingerprint(combined, digests, schema, iterations)
+        return ModelFingerprint(combined, digests, schema, iterations, dict(self.kinds))
 
 
 def fingerprint_details(model: keras.layers.Layer) -> ModelFingerprint:

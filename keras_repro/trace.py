@@ -1,11 +1,21 @@
-"""Trace files of a training run and the first divergence between two of them.
+"""Trace files of a training run, and comparing two of them.
 
 A trace is a JSON Lines file (UTF-8). The first line is a header (format
 ``"keras_repro.trace"``, version, the run's manifest and the recording
 frequency); then one record per line: ``fit_begin`` (the start fingerprint:
 weights and RNG state), ``epoch`` or ``batch`` records, ``fit_end``, one
 group per ``fit`` call; the last line is an ``end`` record holding the number
-of lines. Each line carries its sequence number and, as ``crc``, the XXH3-64 of the
+of lines.
+
+A record (version 2) holds ``type``, ``fit``, ``epoch``, ``batch``,
+``step`` (the training step), ``fingerprint`` (of all tracked variables),
+``variables`` (``[path, digest]`` pairs), ``kinds`` (one letter per
+variable: ``w`` weight, ``g`` seed generator, ``o`` optimizer, ``x`` other),
+``data`` (the digest of the batches since the previous record, or null) and,
+at fit boundaries and epoch ends, ``rng`` (a digest per global stream).
+``fit_begin`` records also carry the variables' ``schema``, the audit
+``findings`` of the run and ``tf_global_seed_set``. Version 1 traces
+(no kinds, data or findings) are still read. Each line carries its sequence number and, as ``crc``, the XXH3-64 of the
 canonical JSON (sorted keys, no spaces) of the rest of the line, so a truncated, edited, reordered or
 corrupted file is detected, never read as good.
 
@@ -36,10 +46,20 @@ from typing import Any, Iterable, Mapping, Union
 import xxhash
 
 from keras_repro import _files
-from keras_repro.manifest import ManifestDifference, diff_manifests
-from keras_repro.seeds import ReproducibilityWarning
+from keras_repro.divergence import (
+    DIVERGENCE_KINDS,
+    KIND_CODES,
+    Divergence,
+    NondeterminismError,
+    NondeterminismWarning,
+    RecordComparator,
+    TraceComparison,
+    compare_records,
+)
+from keras_repro.manifest import diff_manifests
 
 __all__ = [
+    "DIVERGENCE_KINDS",
     "Divergence",
     "IncompleteTraceError",
     "NondeterminismError",
@@ -47,17 +67,20 @@ __all__ = [
     "Trace",
     "TraceError",
     "TraceWriter",
+    "TraceComparison",
     "compare_records",
     "compare_traces",
+    "diff_traces",
     "load_trace",
 ]
 
 TRACE_FORMAT = "keras_repro.trace"
-TRACE_VERSION = 1
+TRACE_VERSION = 2
+#: Versions this module reads. Version 1 records carry no variable kinds, data
+#: digests or findings; kinds are inferred from the paths.
+READABLE_VERSIONS = (1, 2)
 PARTIAL_SUFFIX = ".partial"
 RECORD_TYPES = ("fit_begin", "epoch", "batch", "fit_end")
-DIVERGENCE_KINDS = ("start", "rng", "step", "length")
-_SHOWN = 5  # variables named in a message
 
 
 class TraceError(ValueError):
@@ -151,10 +174,11 @@ def _parse_lines(lines: list[str], name: str, allow_incomplete: bool, ends_with_
     header = parsed[0]
     if header.get("type") != "header" or header.get("format") != TRACE_FORMAT:
         raise _fail(name, f"not a {TRACE_FORMAT} file (line 1 is not a trace header).")
-    if header.get("version") != TRACE_VERSION:
+    if header.get("version") not in READABLE_VERSIONS:
         raise _fail(
             name,
-            f"{TRACE_FORMAT} version {header.get('version')!r} is not supported (supported: {TRACE_VERSION}).",
+            f"{TRACE_FORMAT} version {header.get('version')!r} is not supported "
+            f"(supported: {', '.join(map(str, READABLE_VERSIONS))}).",
         )
     body = parsed[1:]
     complete = bool(body) and body[-1].get("type") == "end"
@@ -336,176 +360,6 @@ class TraceWriter:
         return _parse_lines("".join(self._lines).splitlines(), "<in-memory trace>", True, True)
 
 
-@dataclasses.dataclass(frozen=True)
-class Divergence:
-    """Where two runs first differ.
-
-    Attributes:
-        kind: ``"start"`` (different weights when a fit began), ``"rng"``
-            (same weights, different global RNG state), ``"step"`` (weights
-            differ after an epoch or batch) or ``"length"`` (one run recorded
-            other or more steps than the other).
-        fit: index of the fit call (0 for the first).
-        epoch: the epoch, when known.
-        batch: the batch within the epoch, for batch records.
-        step: the optimizer step count at that record, when known.
-        variables: the first differing variable paths, in model order (for
-            ``"rng"``: the differing streams as ``rng/<stream>``).
-        manifest_differences: environment differences that can change
-            results (empty when the manifests agree on all of those).
-        message: a readable account of all the above.
-    """
-
-    kind: str
-    fit: int | None
-    epoch: int | None
-    batch: int | None
-    step: int | None
-    variables: tuple[str, ...]
-    manifest_differences: tuple[ManifestDifference, ...]
-    message: str
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class NondeterminismWarning(ReproducibilityWarning):
-    """A verified mismatch against a reference run, when training is to go on.
-
-    `keras_repro.DeterminismCallback` warns with it under
-    ``on_mismatch="warn"``; the `Divergence` is in the callback's
-    ``divergence`` attribute.
-    """
-
-
-class NondeterminismError(RuntimeError):
-    """Two runs that should be identical are not; says where and why it may be.
-
-    A `RuntimeError` rather than an `AssertionError`: it reports a verified
-    fact about a run (two runs differ), not a broken invariant of the code,
-    and it must not be lost where assertions are treated specially.
-
-    Attributes:
-        divergence: the `Divergence` (also as the fields below).
-        kind, fit, epoch, batch, step, variables, manifest_differences: see
-            `Divergence`.
-    """
-
-    def __init__(self, divergence: Divergence) -> None:
-        super().__init__(divergence.message)
-        self.divergence = divergence
-        self.kind = divergence.kind
-        self.fit = divergence.fit
-        self.epoch = divergence.epoch
-        self.batch = divergence.batch
-        self.step = divergence.step
-        self.variables = divergence.variables
-        self.manifest_differences = divergence.manifest_differences
-
-
-def record_key(record: Mapping[str, Any]) -> tuple:
-    return (record.get("type"), record.get("fit"), record.get("epoch"), record.get("batch"))
-
-
-def _where(record: Mapping[str, Any]) -> str:
-    kind, fit, epoch, batch = record_key(record)
-    if kind == "fit_begin":
-        return f"the start of fit {fit}"
-    if kind == "fit_end":
-        return f"the end of fit {fit} (after epoch {epoch})"
-    if kind == "batch":
-        return f"fit {fit}, epoch {epoch}, batch {batch}"
-    return f"fit {fit}, end of epoch {epoch}"
-
-
-def _explain(differences: tuple[ManifestDifference, ...]) -> str:
-    if not differences:
-        return (
-            " The two runs' manifests agree on everything that can change results, so the cause "
-            "is inside the run: nondeterministic kernels or data pipeline, unseeded randomness, "
-            "or a difference in code or data the manifest does not see."
-        )
-    shown = "; ".join(str(d) for d in differences[:_SHOWN])
-    more = f" (and {len(differences) - _SHOWN} more)" if len(differences) > _SHOWN else ""
-    return f" Environment differences that can explain it: {shown}{more}."
-
-
-def _names(paths: Iterable[str]) -> str:
-    paths = list(paths)
-    shown = ", ".join(paths[:_SHOWN])
-    return shown + (f" and {len(paths) - _SHOWN} more" if len(paths) > _SHOWN else "")
-
-
-def compare_records(
-    a: Mapping[str, Any] | None,
-    b: Mapping[str, Any] | None,
-    manifest_differences: tuple[ManifestDifference, ...] = (),
-    labels: tuple[str, str] = ("a", "b"),
-) -> Divergence | None:
-    """Compares two trace records at the same position; None when they agree.
-
-    Either record may be None (that trace has no record there): a
-    ``"length"`` divergence.
-    """
-    la, lb = labels
-    explanation = _explain(manifest_differences)
-    if a is None or b is None:
-        present = a if a is not None else b
-        missing = la if a is None else lb
-        other = lb if a is None else la
-        message = (
-            f"The runs recorded different numbers of steps: {missing} has nothing where "
-            f"{other} has {_where(present)}." + explanation
-        )
-        return Divergence("length", present.get("fit"), present.get("epoch"), present.get("batch"),
-                          present.get("step"), (), manifest_differences, message)
-    if record_key(a) != record_key(b):
-        message = (
-            f"The runs recorded different steps: {la} has {_where(a)} where {lb} has {_where(b)} "
-            "(one stopped earlier, or they trained for different numbers of epochs or batches)."
-            + explanation
-        )
-        return Divergence("length", a.get("fit"), a.get("epoch"), a.get("batch"), a.get("step"), (),
-                          manifest_differences, message)
-    is_start = a.get("type") == "fit_begin"
-    if a.get("fingerprint") != b.get("fingerprint"):
-        va, vb = dict(a.get("variables") or []), dict(b.get("variables") or [])
-        differing = [p for p in va if p in vb and va[p] != vb[p]]
-        only_a = [p for p in va if p not in vb]
-        only_b = [p for p in vb if p not in va]
-        parts = []
-        if differing:
-            parts.append(f"{len(differing)} of {len(va)} variables differ, first: {_names(differing)}")
-        if only_a:
-            parts.append(f"only {la} has {_names(only_a)}")
-        if only_b:
-            parts.append(f"only {lb} has {_names(only_b)}")
-        detail = "; ".join(parts) or "the per-variable digests agree but the fingerprints do not"
-        if is_start:
-            message = (
-                f"The runs started fit {a.get('fit')} from different weights ({detail}): they were "
-                "built or initialized differently, or restored from different checkpoints, so "
-                "nothing after this point can match." + explanation
-            )
-        else:
-            message = f"First divergence at {_where(a)} (optimizer step {a.get('step')}): {detail}." + explanation
-        return Divergence("start" if is_start else "step", a.get("fit"), a.get("epoch"), a.get("batch"),
-                          a.get("step"), tuple(differing + only_a + only_b), manifest_differences, message)
-    ra, rb = a.get("rng"), b.get("rng")
-    if ra is not None and rb is not None and ra != rb:
-        streams = [s for s in ra if ra.get(s) != rb.get(s)] + [s for s in rb if s not in ra]
-        when = "started fit {} with".format(a.get("fit")) if is_start else f"have, at {_where(a)},"
-        message = (
-            f"The runs {when} the same weights but different global RNG state "
-            f"({', '.join(streams)}): whatever draws from those streams next (unseeded "
-            "initializers, the Keras global generator, data shuffling, augmentation) will differ."
-            + explanation
-        )
-        return Divergence("rng", a.get("fit"), a.get("epoch"), a.get("batch"), a.get("step"),
-                          tuple(f"rng/{s}" for s in streams), manifest_differences, message)
-    return None
-
-
 def _as_trace(value: Any, name: str) -> Trace:
     if isinstance(value, Trace):
         return value
@@ -517,12 +371,60 @@ def _as_trace(value: Any, name: str) -> Trace:
     )
 
 
-def compare_traces(a: Union[_files.PathLike, Trace], b: Union[_files.PathLike, Trace]) -> Divergence | None:
-    """Finds the first point where two traces differ.
+def diff_traces(a: Union[_files.PathLike, Trace], b: Union[_files.PathLike, Trace]) -> TraceComparison:
+    """Compares two traces record by record: the first divergence and the notes.
 
-    Records are compared in order: at each fit's start the weights, then the
-    RNG state; at each epoch or batch record the weights (and RNG state where
-    recorded); at the end, whether one trace has more records.
+    A run is reproducible when the training state (every weight, every
+    optimizer's variables, every seed generator training drew from) and the
+    data the model trained on agree at every record. Differences in state
+    nothing used (a global random stream, a seed generator whose state never
+    changed) are notes, not divergences; see `keras_repro.divergence`.
+
+    Args:
+        a: a trace file path or a loaded `Trace` (the reference run).
+        b: another.
+
+    Returns:
+        A `keras_repro.divergence.TraceComparison`.
+
+    Raises:
+        TraceError: a file is corrupt, truncated or incomplete (see `load_trace`).
+        ValueError: the traces were recorded with different ``every`` settings.
+
+    Example:
+
+    ```python
+    from keras_repro.trace import diff_traces
+
+    result = diff_traces("run1.jsonl", "run2.jsonl")
+    print(result.divergence or "bit-identical", *result.notes, sep="\n")
+    ```
+    """
+    trace_a, trace_b = _as_trace(a, "a"), _as_trace(b, "b")
+    if trace_a.every != trace_b.every:
+        raise ValueError(
+            f"The traces were recorded with different frequencies (every={trace_a.every!r} in "
+            f"{trace_a.describe()}, every={trace_b.every!r} in {trace_b.describe()}) and cannot "
+            "be compared record by record."
+        )
+    differences = tuple(d for d in diff_manifests(trace_a.manifest, trace_b.manifest) if d.affects_results)
+    labels = (trace_a.describe(), trace_b.describe())
+    if labels[0] == labels[1]:
+        labels = ("a", "b")
+    comparator = RecordComparator(differences, labels)
+    for index in range(max(len(trace_a.records), len(trace_b.records))):
+        ra = trace_a.records[index] if index < len(trace_a.records) else None
+        rb = trace_b.records[index] if index < len(trace_b.records) else None
+        if comparator.add(ra, rb) is not None:
+            break
+    return TraceComparison(comparator.divergence, comparator.notes, comparator.records)
+
+
+def compare_traces(a: Union[_files.PathLike, Trace], b: Union[_files.PathLike, Trace]) -> Divergence | None:
+    """Finds the first point where two traces differ; None when the runs agree.
+
+    The same comparison as `diff_traces` (whose notes say what differed
+    without being used), returning only the divergence.
 
     Args:
         a: a trace file path or a loaded `Trace`.
@@ -544,21 +446,4 @@ def compare_traces(a: Union[_files.PathLike, Trace], b: Union[_files.PathLike, T
     print("identical" if d is None else d)
     ```
     """
-    trace_a, trace_b = _as_trace(a, "a"), _as_trace(b, "b")
-    if trace_a.every != trace_b.every:
-        raise ValueError(
-            f"The traces were recorded with different frequencies (every={trace_a.every!r} in "
-            f"{trace_a.describe()}, every={trace_b.every!r} in {trace_b.describe()}) and cannot "
-            "be compared record by record."
-        )
-    differences = tuple(d for d in diff_manifests(trace_a.manifest, trace_b.manifest) if d.affects_results)
-    labels = (trace_a.describe(), trace_b.describe())
-    if labels[0] == labels[1]:
-        labels = ("a", "b")
-    for index in range(max(len(trace_a.records), len(trace_b.records))):
-        ra = trace_a.records[index] if index < len(trace_a.records) else None
-        rb = trace_b.records[index] if index < len(trace_b.records) else None
-        divergence = compare_records(ra, rb, differences, labels)
-        if divergence is not None:
-            return divergence
-    return None
+    return diff_traces(a, b).divergence

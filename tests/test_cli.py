@@ -85,6 +85,14 @@ def test_check_script_seeded_from_time_exits_1_and_names_the_divergence():
     assert "root-seed-unset" in out.stdout  # the audit finding that explains it
 
 
+@pytest.mark.slow
+def test_check_locate_names_the_layer_where_the_runs_part():
+    out = keras_repro("check", "--locate", "tests/locate_scripts/forward_noise.py")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "where it enters:" in out.stdout and "layer noisy (AddOffset)" in out.stdout
+    assert "locate: probing training step 1 of fit 0" in out.stderr  # progress of the extra runs
+
+
 def test_check_failing_script_exits_2_and_shows_its_error(tmp_path):
     script = tmp_path / "broken.py"
     script.write_text("import sys\nprint('about to fail')\nraise RuntimeError('the data file is missing')\n")
@@ -160,3 +168,22 @@ def test_demo_shows_plain_keras_differs_and_keras_repro_is_identical():
     assert out.returncode == 0, out.stdout + out.stderr
     assert "keras_repro: identical results in 2 runs" in out.stdout
     assert "plain Keras: 2 different results in 2 runs" in out.stdout
+
+
+def test_framework_start_up_logs_are_filtered_unless_asked_for(monkeypatch):
+    from keras_repro._procs import child_environment, without_framework_logs
+
+    lines = [
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",
+        "I0000 00:00:1796115879.103961    7676 port.cc:153] oneDNN custom operations are on.\n",
+        "E0000 00:00:1796115881.641824    7676 cuda_platform.cc:52] failed call to cuInit\n",
+        "F0000 00:00:1796115881.641824    7676 check.cc:1] a fatal error\n",
+        "Traceback (most recent call last):\n",
+        "ValueError: the script's own error\n",
+    ]
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    assert without_framework_logs(lines) == lines[3:]
+    assert child_environment({"X": "1"})["TF_CPP_MIN_LOG_LEVEL"] == "2"
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")  # the user asked for them
+    assert without_framework_logs(lines) == lines
+    assert child_environment({})["TF_CPP_MIN_LOG_LEVEL"] == "0"

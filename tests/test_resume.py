@@ -102,7 +102,7 @@ def test_a_backup_is_one_weights_file_carrying_the_state(tmp_path):
     _backup(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["backup.weights.h5"]
     state = _state(tmp_path / "backup.weights.h5")
-    assert state["format"] == "keras_repro.backup" and state["version"] == 1
+    assert state["format"] == "keras_repro.backup" and state["version"] == 2
     assert (state["epoch"], state["step"], state["iterations"]) == (2, 0, 8)
     assert "dropout#0/seed_generator" in state["rng"]["seed_generators"]
     # Still a plain Keras weights file.

@@ -13,6 +13,7 @@ from keras_repro.trace import (
     TraceError,
     TraceWriter,
     compare_traces,
+    diff_traces,
     load_trace,
 )
 
@@ -199,12 +200,22 @@ def test_start_divergence_says_weights_differ(tmp_path):
     assert "root_seed" in d.message
 
 
-def test_rng_divergence_at_start_names_the_streams(tmp_path):
+def test_a_global_stream_difference_alone_is_a_note(tmp_path):
     a = write_trace(tmp_path / "a.jsonl", standard_records())
     b = write_trace(tmp_path / "b.jsonl", standard_records(rng={**RNG, "python": "other"}))
+    assert compare_traces(a, b) is None
+    result = diff_traces(a, b)
+    assert result.reproducible and result.records == len(standard_records())
+    assert len(result.notes) == 1 and "global random state (python) differs from the start of fit 0" in result.notes[0]
+
+
+def test_a_global_stream_difference_is_connected_to_a_later_divergence(tmp_path):
+    a = write_trace(tmp_path / "a.jsonl", standard_records())
+    b = write_trace(tmp_path / "b.jsonl", standard_records(rng={**RNG, "numpy": "other"}, nudge_epoch=1))
     d = compare_traces(a, b)
-    assert (d.kind, d.fit, d.variables) == ("rng", 0, ("rng/python",))
-    assert "same weights but different global RNG state (python)" in d.message
+    assert (d.kind, d.epoch) == ("step", 1)
+    assert d.variables == ("dense/kernel", "rng/numpy")
+    assert "global random state (numpy) already differed at the start of fit 0" in d.message
 
 
 def test_length_divergence(tmp_path):
@@ -240,3 +251,88 @@ def test_nondeterminism_error_carries_the_divergence(tmp_path):
     assert (error.kind, error.epoch, error.variables) == ("step", 2, ("dense/kernel",))
     assert str(error) == error.divergence.message
     assert kr.NondeterminismError is NondeterminismError
+
+
+# --- what the verdict is about: training state and data; idle state is a note ----------
+
+
+def state_records(generator_digests, data=None, findings=(), kinds="wwgo", tf_seeded=True):
+    """fit_begin, two epochs, fit_end; a weight, a seed generator and an optimizer counter."""
+    paths = ["dense/kernel", "dense/bias", "lstm/cell/seed_generator", "optimizer/iterations"]
+    records = []
+    for index, (kind, epoch) in enumerate([("fit_begin", None), ("epoch", 0), ("epoch", 1), ("fit_end", 1)]):
+        digests = [f"k{index}", f"b{index}", generator_digests[index], f"i{index}"]
+        rec = {"type": kind, "fit": 0, "epoch": epoch, "batch": None, "step": index,
+               "fingerprint": "-".join(digests), "variables": [list(v) for v in zip(paths, digests)],
+               "kinds": kinds, "data": None if kind == "fit_begin" else (data or {}).get(index, "d")}
+        if kind == "fit_begin":
+            rec["findings"] = list(findings)
+            rec["tf_global_seed_set"] = tf_seeded
+        records.append(rec)
+    return records
+
+
+def finding(code, severity="warning"):
+    return {"severity": severity, "code": code, "what": f"{code} found.", "why": "w", "fix": "f", "subject": None}
+
+
+def test_a_seed_generator_that_is_never_drawn_from_is_a_note(tmp_path):
+    # An LSTMCell's generator with dropout=0: its seed differs, its state never moves.
+    a = write_trace(tmp_path / "a.jsonl", state_records(["g1"] * 4))
+    b = write_trace(tmp_path / "b.jsonl", state_records(["g2"] * 4))
+    result = diff_traces(a, b)
+    assert result.divergence is None
+    assert result.notes == (
+        "the seed generator lstm/cell/seed_generator differs from the start of fit 0 on, but was "
+        "never drawn from (its state did not change in either run)",
+    )
+
+
+def test_a_seed_generator_that_is_drawn_from_is_a_divergence(tmp_path):
+    a = write_trace(tmp_path / "a.jsonl", state_records(["g1", "g1+1", "g1+2", "g1+2"]))
+    b = write_trace(tmp_path / "b.jsonl", state_records(["g2", "g2+1", "g2+2", "g2+2"]))
+    d = compare_traces(a, b)
+    assert (d.kind, d.epoch, d.variables) == ("rng", 0, ("lstm/cell/seed_generator",))
+    assert "training drew from them" in d.message and "already differed at the start of fit 0" in d.message
+
+
+def test_different_data_is_reported_as_data_with_the_sources_found(tmp_path):
+    findings = [finding("array-shuffle-unseeded"), finding("op-determinism-off"), finding("unseeded-initializer", "info")]
+    a = write_trace(tmp_path / "a.jsonl", state_records(["g"] * 4, findings=findings, tf_seeded=False))
+    b = write_trace(tmp_path / "b.jsonl", state_records(["g"] * 4, data={1: "other"}, findings=findings))
+    d = compare_traces(a, b)
+    assert (d.kind, d.fit, d.epoch) == ("data", 0, 0)
+    assert "The input data differs (order or content) from fit 0, epoch 0" in d.message
+    # data findings can explain data; kernels cannot, and info findings are not causes
+    assert [f["code"] for f in d.findings] == ["array-shuffle-unseeded"]
+    assert "array-shuffle-unseeded" in d.message
+
+
+def test_op_determinism_is_not_offered_for_different_initial_weights(tmp_path):
+    findings = [finding("op-determinism-off"), finding("root-seed-unset", "error"), finding("array-shuffle-unseeded")]
+    a = write_trace(tmp_path / "a.jsonl", state_records(["g"] * 4, findings=findings))
+    changed = state_records(["g"] * 4, findings=findings)
+    changed[0]["variables"][0][1] = "other"
+    b = write_trace(tmp_path / "b.jsonl", changed, manifest={**MANIFEST, "determinism": {"enabled": True}})
+    d = compare_traces(a, b)
+    assert d.kind == "start" and d.variables == ("dense/kernel",)
+    assert [f["code"] for f in d.findings] == ["root-seed-unset"]
+    assert d.manifest_differences == () and "op-determinism-off" not in d.message
+
+
+def test_version_1_traces_still_load_and_compare(tmp_path):
+    records = standard_records()
+    for rec in records:
+        rec.pop("kinds", None)
+    a = write_trace(tmp_path / "a.jsonl", records)
+    text = (tmp_path / "a.jsonl").read_text().splitlines()
+    header = json.loads(text[0])
+    header.pop("crc")
+    header["version"] = 1
+    from keras_repro.trace import encode_line
+    (tmp_path / "v1.jsonl").write_text(encode_line(header) + "\n".join(text[1:]) + "\n")
+    old = load_trace(tmp_path / "v1.jsonl")
+    assert old.header["version"] == 1 and old.records == load_trace(a).records
+    assert compare_traces(old, a) is None
+    nudged = write_trace(tmp_path / "b.jsonl", standard_records(nudge_epoch=1))
+    assert compare_traces(old, nudged).variables == ("dense/kernel",)

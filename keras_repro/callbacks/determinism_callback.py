@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from typing import Any, Union
 
 import keras
 
+from keras_repro import _validate, _warnings
 from keras_repro.determinism import (
     AuditError,
     Finding,
@@ -16,62 +16,26 @@ from keras_repro.determinism import (
     determinism_enabled,
     enable_determinism,
 )
+from keras_repro.data_fingerprint import DataFingerprint
 from keras_repro.fingerprint import Fingerprinter, fingerprint_rng_streams
 from keras_repro.manifest import diff_manifests, manifest
-from keras_repro.seeds import ReproducibilityWarning
+from keras_repro.seeds import ReproducibilityWarning, rng_state
 from keras_repro.state import ResumePoint, get_resume_point
 from keras_repro.trace import (
     Divergence,
     NondeterminismError,
     NondeterminismWarning,
+    KIND_CODES,
+    RecordComparator,
     Trace,
     TraceWriter,
-    compare_records,
     load_trace,
 )
 
 __all__ = ["DeterminismCallback"]
 
-_EVERY_NAMES = ("epoch", "batch")
 _ON_MISMATCH = ("raise", "warn")
 _AUDIT_MODES = ("warn", "raise", "off")
-
-
-
-
-def _validate_every(every: Any) -> Union[str, int]:
-    if isinstance(every, str):
-        if every not in _EVERY_NAMES:
-            raise ValueError(
-                f"Invalid every: {every!r}. Allowed: 'epoch', 'batch', or a positive number of batches."
-            )
-        return every
-    if isinstance(every, bool) or not isinstance(every, int):
-        raise TypeError(
-            f"Invalid every: {every!r} (of type {type(every).__name__}). Allowed: 'epoch', "
-            "'batch', or a positive number of batches."
-        )
-    if every < 1:
-        raise ValueError(
-            f"Invalid every: {every}. A number of batches must be >= 1 (or use 'epoch' or 'batch')."
-        )
-    return "batch" if every == 1 else every
-
-
-def _validate_choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ValueError(
-            f"Invalid {name}: {value!r}. Allowed: {', '.join(repr(a) for a in allowed)}."
-        )
-    return value
-
-
-def _validate_path(name: str, value: Any) -> Any:
-    if value is not None and not isinstance(value, (str, os.PathLike)):
-        raise TypeError(
-            f"Invalid {name}: {value!r} (of type {type(value).__name__}). Expected a file path or None."
-        )
-    return value
 
 
 @keras.saving.register_keras_serializable(package="keras_repro")
@@ -105,13 +69,25 @@ class DeterminismCallback(keras.callbacks.Callback):
     calls append to one trace (records carry the fit index); a new callback
     object starts the file afresh.
 
+    A record covers the whole training state: every weight, the variables
+    of every optimizer the model holds (the compiled one and those a custom
+    `compile()` keeps in attributes, as GANs do; the record's ``step`` is the
+    largest of their step counts), every seed generator, and, with
+    ``data=True``, a digest of the batches trained on since the previous
+    record.
+
     With `reference` (the trace of an earlier run) each record is compared
-    with the reference's record at the same position as training goes; at
-    the first mismatch the callback raises `keras_repro.NondeterminismError`
+    with the reference's record at the same position as training goes
+    (`keras_repro.divergence`): at the first difference in the training
+    state or the data, the callback raises `keras_repro.NondeterminismError`
     (or, with ``on_mismatch="warn"``, warns and stops comparing), naming the
-    fit, epoch and batch, the first differing variables by path and the
-    environment differences that can explain it. A mismatch at the start of
-    `fit` says whether the weights or the RNG state differ.
+    fit, epoch and batch, the kind of divergence (initial state, data, a
+    training step, a seed generator drawn from), the differing variables by
+    path, and the environment differences and audit findings that can
+    explain that kind. A difference in a global random stream, or in a seed
+    generator that is never drawn from, changes nothing the run computes: it
+    is listed in `notes`, and raises only if the training state or the data
+    later differ (the error then says what already differed).
 
     In-process checks are not evidence of reproducibility: compare runs in
     separate processes (run the script twice, the second time with
@@ -129,6 +105,11 @@ class DeterminismCallback(keras.callbacks.Callback):
         deterministic_ops: whether to turn on deterministic kernels at the
             start of `fit`.
         audit: ``"warn"``, ``"raise"`` or ``"off"``.
+        data: whether each record also fingerprints the batches the model
+            trained on since the previous record (computed inside the train
+            step; `keras_repro.data_fingerprint`), so that a divergence in the
+            input data is told apart from one in the kernels. TensorFlow
+            backend only; elsewhere records carry no data digest.
 
     Example:
 
@@ -155,23 +136,20 @@ class DeterminismCallback(keras.callbacks.Callback):
         on_mismatch: str = "raise",
         deterministic_ops: bool = True,
         audit: str = "warn",
+        data: bool = True,
     ) -> None:
         super().__init__()
-        self.trace = _validate_path("trace", trace)
-        self.every = _validate_every(every)
-        self.on_mismatch = _validate_choice("on_mismatch", on_mismatch, _ON_MISMATCH)
-        if not isinstance(deterministic_ops, bool):
-            raise TypeError(
-                f"Invalid deterministic_ops: {deterministic_ops!r} (of type "
-                f"{type(deterministic_ops).__name__}). Expected True or False."
-            )
-        self.deterministic_ops = deterministic_ops
-        self.audit_mode = _validate_choice("audit", audit, _AUDIT_MODES)
+        self.trace = _validate.check_path("trace", trace, allow_none=True)
+        self.every = _validate.check_every(every)
+        self.on_mismatch = _validate.check_choice("on_mismatch", on_mismatch, _ON_MISMATCH)
+        self.deterministic_ops = _validate.check_bool("deterministic_ops", deterministic_ops)
+        self.data = _validate.check_bool("data", data)
+        self.audit_mode = _validate.check_choice("audit", audit, _AUDIT_MODES)
         if isinstance(reference, Trace):
             self._reference = reference
             self.reference = reference.path
         else:
-            self.reference = _validate_path("reference", reference)
+            self.reference = _validate.check_path("reference", reference, allow_none=True)
             self._reference = None if reference is None else load_trace(reference)
         if self._reference is not None and self._reference.every != self.every:
             raise ValueError(
@@ -185,7 +163,8 @@ class DeterminismCallback(keras.callbacks.Callback):
         self._writer = TraceWriter(trace)
         self._fit = -1
         self._reference_index = 0
-        self._manifest_differences: tuple = ()
+        self._comparator: RecordComparator | None = None
+        self._data: DataFingerprint | None = None
         self._warned: set[tuple[str, str | None]] = set()
         self._epoch: int | None = None
         self._last_batch = -1
@@ -202,6 +181,8 @@ class DeterminismCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._fit += 1
+        if self.data and (self._data is None or self._data.model is not self.model):
+            self._data = DataFingerprint(self.model)
         if self.deterministic_ops:
             self._enable_determinism()
         if self.audit_mode != "off":
@@ -220,6 +201,8 @@ class DeterminismCallback(keras.callbacks.Callback):
             self._start_trace()
         else:
             self._writer.resume()
+        if self._data is not None:
+            self._data.reset()
         # Keras does not tell callbacks the initial epoch: on_epoch_begin does.
         self._epoch = None
         self._record("fit_begin", rng=True)
@@ -231,9 +214,10 @@ class DeterminismCallback(keras.callbacks.Callback):
 
     def _compare_manifest(self, this_run: dict[str, Any]) -> None:
         if self._reference is not None:
-            self._manifest_differences = tuple(
+            differences = tuple(
                 d for d in diff_manifests(self._reference.manifest, this_run) if d.affects_results
             )
+            self._comparator = RecordComparator(differences, ("the reference run", "this run"))
 
     def _continue_interrupted(self, point: ResumePoint) -> None:
         """Continues the trace of the run this one resumes (see ExactBackupAndRestore).
@@ -252,13 +236,13 @@ class DeterminismCallback(keras.callbacks.Callback):
             self._start_trace()
             kept = []
         else:
-            kept = _before_resume(previous.records, point.iterations)
+            kept = _before_resume(previous.records, point)
             self._writer.continue_run(previous.header, kept)
             self._compare_manifest(previous.manifest)
         if kept:
             self._fit = kept[-1]["fit"]
         if self._reference is not None:
-            self._reference_index = len(_before_resume(self._reference.records, point.iterations))
+            self._reference_index = len(_before_resume(self._reference.records, point))
         # A kill between the backup and this callback's record of the same
         # epoch end leaves that record out: the restored state is the state
         # it recorded, so write it now.
@@ -313,14 +297,12 @@ class DeterminismCallback(keras.callbacks.Callback):
             # Keras' rule (trainer.model_supports_jit): no XLA with op determinism.
             model.jit_compile = False
             model.make_train_function(force=True)
-            warnings.warn(
+            _warnings.warn(
                 "DeterminismCallback turned on op determinism after compile(jit_compile=True); "
                 "as Keras does when determinism is on at compile(), XLA is turned off for this "
                 "model, so the run computes the same as one that enabled determinism first. "
                 "Fix: call keras_repro.enable_determinism() before compile().",
-                ReproducibilityWarning,
-                stacklevel=2,
-            )
+                ReproducibilityWarning)
 
     def _run_audit(self) -> None:
         self.findings = audit(self.model)
@@ -333,11 +315,9 @@ class DeterminismCallback(keras.callbacks.Callback):
         ]
         if new:
             self._warned.update((f.code, f.subject) for f in new)
-            warnings.warn(
+            _warnings.warn(
                 "Reproducibility audit:\n" + "\n".join(f"- {f}" for f in new),
-                ReproducibilityWarning,
-                stacklevel=2,
-            )
+                ReproducibilityWarning)
 
     def _record(self, kind: str, epoch: int | None = None, batch: int | None = None, rng: bool = False) -> None:
         model = self.model
@@ -351,6 +331,7 @@ class DeterminismCallback(keras.callbacks.Callback):
         # slots: list the variables again after it.
         self._stale = kind == "fit_begin"
         details = self._fingerprinter.details()
+        kinds = details.kinds
         record: dict[str, Any] = {
             "type": kind,
             "fit": self._fit,
@@ -359,23 +340,33 @@ class DeterminismCallback(keras.callbacks.Callback):
             "step": details.iterations,
             "fingerprint": details.digest,
             "variables": [[path, digest] for path, digest in details.variables.items()],
+            "kinds": "".join(KIND_CODES[kinds[path]] for path in details.variables),
+            "data": None if kind == "fit_begin" or self._data is None else self._data.read(),
         }
         if kind == "fit_begin":
             record["schema"] = [[p, dtype, list(shape)] for p, (dtype, shape) in details.schema.items()]
+            record["findings"] = [dataclasses.asdict(f) for f in self.findings]
         if rng:
-            record["rng"] = fingerprint_rng_streams()
+            state = rng_state()
+            record["rng"] = fingerprint_rng_streams(state)
+            if kind == "fit_begin" and state["tensorflow"] is not None:
+                record["tf_global_seed_set"] = state["tensorflow"]["global_seed"] is not None
         self.last_record = self._writer.write(record)
         self._compare(self.last_record)
 
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """Differences from the reference run in state nothing used so far (a global
+        stream, an idle seed generator): notes, not mismatches."""
+        return () if self._comparator is None else self._comparator.notes
+
     def _compare(self, record: dict[str, Any]) -> None:
-        if self._reference is None or self.divergence is not None:
+        if self._comparator is None or self.divergence is not None:
             return
         records = self._reference.records
         expected = records[self._reference_index] if self._reference_index < len(records) else None
         self._reference_index += 1
-        divergence = compare_records(
-            expected, record, self._manifest_differences, ("the reference run", "this run")
-        )
+        divergence = self._comparator.add(expected, record)
         if divergence is None:
             return
         self.divergence = divergence
@@ -387,7 +378,7 @@ class DeterminismCallback(keras.callbacks.Callback):
                 message=f"{divergence.message} (Reference: {self._reference.describe()}; "
                 f"this run's trace so far: {where}.)",
             ))
-        warnings.warn(divergence.message, NondeterminismWarning, stacklevel=2)
+        _warnings.warn(divergence.message, NondeterminismWarning)
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -397,6 +388,7 @@ class DeterminismCallback(keras.callbacks.Callback):
             "on_mismatch": self.on_mismatch,
             "deterministic_ops": self.deterministic_ops,
             "audit": self.audit_mode,
+            "data": self.data,
         }
 
     @classmethod
@@ -404,13 +396,27 @@ class DeterminismCallback(keras.callbacks.Callback):
         return cls(**config)
 
 
-def _before_resume(records: list[dict[str, Any]], iterations: int) -> list[dict[str, Any]]:
-    """The records a run writes before a resume point at optimizer step `iterations`.
+def _before_resume(records: list[dict[str, Any]], point: ResumePoint) -> list[dict[str, Any]]:
+    """The records a run writes before the resume point `point`.
 
-    Those at steps up to the backup's, less the end of the fit being resumed
+    Those at training steps before the backup's, and, at the backup's own
+    step (a step that did not advance the optimizers, as a skipped
+    mixed-precision step, records the same count), those at or before its
+    position (epoch, batches done); less the end of the fit being resumed
     (it has not ended yet).
     """
-    kept = [r for r in records if r["step"] <= iterations]
+
+    def before(record: dict[str, Any]) -> bool:
+        step = record["step"] or 0
+        if step != point.iterations:
+            return step < point.iterations
+        if record["type"] == "batch":
+            return (record["epoch"], record["batch"] + 1) <= (point.epoch, point.step)
+        if record["type"] == "epoch":
+            return record["epoch"] < point.epoch
+        return True
+
+    kept = [r for r in records if before(r)]
     resumed_fit = max((r["fit"] for r in kept), default=0)
     return [r for r in kept if not (r["type"] == "fit_end" and r["fit"] == resumed_fit)]
 

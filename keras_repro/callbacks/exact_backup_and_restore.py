@@ -14,13 +14,17 @@ import keras
 from keras_repro.callbacks.backup_file import (
     BACKUP_FORMAT,
     BACKUP_VERSION,
+    build_optimizers,
     check_model_signature,
-    iterations,
+    ensure_built,
     model_signature,
+    optimizer_references,
     read_backup_file,
     seal_backup_file,
+    verify_restored,
 )
-from keras_repro.callbacks.determinism_callback import _validate_path
+from keras_repro import _compat, _validate, _warnings, data_fingerprint
+from keras_repro.fingerprint import fingerprint_details, tracked_variables
 from keras_repro.seeds import ReproducibilityWarning
 from keras_repro.state import (
     ResumePoint,
@@ -100,17 +104,14 @@ class ExactBackupAndRestore(keras.callbacks.Callback):
         delete_checkpoint: bool = True,
     ) -> None:
         super().__init__()
-        if not backup_dir:
-            raise ValueError(f"Invalid backup_dir: {backup_dir!r}. Expected a folder path.")
-        self.backup_dir = Path(_validate_path("backup_dir", backup_dir))
-        if save_freq != "epoch" and (isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq < 1):
-            raise ValueError(f"Invalid save_freq: {save_freq!r}. Expected 'epoch' or a positive number of batches.")
-        for name, value in (("double_checkpoint", double_checkpoint), ("delete_checkpoint", delete_checkpoint)):
-            if not isinstance(value, bool):
-                raise TypeError(f"Invalid {name}: {value!r}. Expected True or False.")
+        self.backup_dir = _validate.check_path("backup_dir", backup_dir)
+        if save_freq != "epoch":
+            save_freq = _validate.check_int(
+                "save_freq", save_freq, minimum=1, allowed="save_freq must be 'epoch' or a positive number of batches"
+            )
         self.save_freq = save_freq
-        self.double_checkpoint = double_checkpoint
-        self.delete_checkpoint = delete_checkpoint
+        self.double_checkpoint = _validate.check_bool("double_checkpoint", double_checkpoint)
+        self.delete_checkpoint = _validate.check_bool("delete_checkpoint", delete_checkpoint)
         self._restored_for: int | None = None  # id of the model restored by restore_before_fit
         self._publisher: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending: concurrent.futures.Future | None = None
@@ -156,11 +157,31 @@ class ExactBackupAndRestore(keras.callbacks.Callback):
             check_model_rng_state(model, document["rng"])
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
-        if getattr(model, "optimizer", None) is not None and not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
-        model.load_weights(path)
-        set_model_rng_state(model, document["rng"])
+        ensure_built(model)
+        build_optimizers(model, document["optimizers"], path)
+        self._load_exactly(model, path, document)
         return ResumePoint(document["epoch"], document["step"], document["iterations"])
+
+    @staticmethod
+    def _load_exactly(model, path: Path, document: dict[str, Any]) -> None:
+        """Loads the backup, verifies every variable, and undoes the load if one is off."""
+        tracked = tracked_variables(model)
+        before = {p: keras.ops.convert_to_numpy(v) for p, v in tracked.items()}
+        rng_before = model_rng_state(model)
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            model.load_weights(path)
+        set_model_rng_state(model, document["rng"])
+        data_fingerprint.restore_state(model, document["data_digest"])
+        try:
+            verify_restored(model, document["variables"], path, "; ".join(str(w.message) for w in said))
+        except ValueError:
+            for p, variable in tracked.items():
+                variable.assign(before[p])
+            set_model_rng_state(model, rng_before)
+            raise
+        for w in said:  # Keras' own warnings about the loading, as it gave them
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
     def _read_backup(self) -> tuple[Path, dict[str, Any]] | None:
         candidates = [self._latest_path] + ([self._previous_path] if self.double_checkpoint else [])
@@ -174,10 +195,9 @@ class ExactBackupAndRestore(keras.callbacks.Callback):
                 first_error = first_error or e
                 continue
             if first_error is not None:
-                warnings.warn(
+                _warnings.warn(
                     f"The latest backup could not be read ({first_error}); resuming from the previous one.",
-                    ReproducibilityWarning, stacklevel=3,
-                )
+                    ReproducibilityWarning)
             return path, document
         if first_error is not None:
             raise first_error
@@ -195,7 +215,7 @@ class ExactBackupAndRestore(keras.callbacks.Callback):
             point = self.restore_before_fit(model)
             set_resume_point(model, point)
             if point is not None:
-                model._initial_epoch = point.epoch  # how Keras' BackupAndRestore resumes
+                _compat.set_initial_epoch(model, point.epoch)  # how Keras' BackupAndRestore resumes
         self._restored_for = None
         point = get_resume_point(model)
         self._epoch = point.epoch if point is not None else 0
@@ -229,15 +249,19 @@ class ExactBackupAndRestore(keras.callbacks.Callback):
         # while training goes on: a kill at any point leaves the previous
         # backup whole, and training waits only for the weights to be copied.
         temporary = self.backup_dir / f".tmp-{uuid.uuid4().hex[:16]}.weights.h5"
+        ensure_built(model)
         try:
             model.save_weights(temporary)
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
+        details = fingerprint_details(model)
         document = {
             "format": BACKUP_FORMAT, "version": BACKUP_VERSION,
-            "epoch": epoch, "step": step, "iterations": iterations(model),
+            "epoch": epoch, "step": step, "iterations": details.iterations or 0,
             "signature": model_signature(model), "rng": model_rng_state(model),
+            "optimizers": optimizer_references(model), "variables": details.variables,
+            "data_digest": data_fingerprint.peek_state(model),
         }
         if self._publisher is None:
             self._publisher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="keras_repro-backup")

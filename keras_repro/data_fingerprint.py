@@ -1,0 +1,172 @@
+"""A fingerprint of the data a model trains on, computed inside the train step.
+
+Two runs can start from the same weights and still see different batches
+(an unseeded array shuffle, a parallel `tf.data` map with random ops, a
+`PyDataset` whose workers draw from a shared RNG). Comparing the data the
+model trained on tells that apart from nondeterministic kernels.
+
+`DataFingerprint` wraps a model's ``train_step``: every batch is reduced, on
+the device and inside the compiled step, to a 64-bit digest that is folded
+into an accumulator variable. Reading the accumulator (at each trace
+record) gives one digest for all batches since the previous read. Nothing
+is copied to the host per step and no batch hook is needed.
+
+The digest, so that it can be checked without keras_repro: every leaf of
+the batch structure (``tf.nest.flatten(batch, expand_composites=True)``) is
+viewed as integers of its own width (floats bit-cast, booleans and integers
+cast, strings hashed with `tf.strings.to_hash_bucket_fast`), widened to
+int64 and flattened; the leaf digest is ``sum((v[i] + C) * (2 * i + 1))``
+modulo 2**64, with ``C = 0x9E3779B97F4A7C15``: a change of one bit in one
+element always changes it (the weights are odd), swapping two elements
+changes it unless their difference times their distance is a multiple of
+2**63, and the sum is the same in any reduction order. Leaf digests are chained with their element
+count, ``h = h * P + leaf + (k + 1) * n`` (``P = 0x100000001B3``), and each
+batch is chained into the accumulator the same way.
+
+Only the TensorFlow backend outside a distribution strategy is covered; on
+others `DataFingerprint.supported` is False and records carry no data digest.
+
+Example:
+
+```python
+import numpy as np
+import keras
+from keras_repro.data_fingerprint import DataFingerprint
+
+model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+model.compile("sgd", "mse")
+data = DataFingerprint(model)
+model.fit(np.ones((8, 2)), np.ones((8, 1)), verbose=0)
+data.read()   # 16 hex digits for the batches since the last read
+```
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+__all__ = ["DataFingerprint", "peek_state", "restore_state"]
+
+_MIX = 0x9E3779B97F4A7C15 - 2**64  # as a signed int64
+_PRIME = 0x100000001B3
+_ATTRIBUTE = "_keras_repro_data_fingerprint"
+_PENDING = "_keras_repro_data_fingerprint_pending"
+
+
+def _supported() -> bool:
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return not tf.distribute.has_strategy()
+
+
+def _leaf_digest(tf, leaf):
+    if leaf.dtype == tf.string:
+        values = tf.strings.to_hash_bucket_fast(leaf, 2**62)
+    elif leaf.dtype.is_complex:
+        parts = tf.stack([tf.math.real(leaf), tf.math.imag(leaf)], axis=-1)
+        return _leaf_digest(tf, parts)
+    elif leaf.dtype.is_floating:
+        width = {2: tf.int16, 4: tf.int32, 8: tf.int64}[leaf.dtype.size]
+        values = tf.bitcast(leaf, width)
+    else:
+        values = leaf
+    values = tf.reshape(tf.cast(values, tf.int64), [-1])
+    count = tf.size(values, out_type=tf.int64)
+    weights = tf.range(count, dtype=tf.int64) * 2 + 1
+    return tf.reduce_sum((values + _MIX) * weights), count
+
+
+def _batch_digest(tf, data):
+    digest = tf.constant(0, tf.int64)
+    for k, leaf in enumerate(tf.nest.flatten(data, expand_composites=True)):
+        if leaf is None:
+            continue
+        value, count = _leaf_digest(tf, tf.convert_to_tensor(leaf))
+        digest = digest * _PRIME + value + (k + 1) * count
+    return digest
+
+
+class DataFingerprint:
+    """Accumulates a digest of every batch a model trains on (see module docstring).
+
+    Installing it wraps ``model.train_step`` (also a custom one) and rebuilds
+    the model's train function; it stays installed for later `fit` calls of
+    the model, and one model has at most one (a second `DataFingerprint` of
+    the same model shares the first one's accumulator).
+
+    Args:
+        model: a compiled Keras model.
+    """
+
+    def __init__(self, model: keras.Model) -> None:
+        self.model = model
+        self.supported = _supported()
+        self._accumulator = None
+        if not self.supported:
+            return
+        existing = getattr(model, _ATTRIBUTE, None)
+        if existing is not None:
+            self._accumulator = existing
+            return
+        import tensorflow as tf
+
+        pending = getattr(model, _PENDING, None)
+        accumulator = tf.Variable(
+            0 if pending is None else pending, dtype=tf.int64, trainable=False, name="keras_repro_data_digest"
+        )
+        object.__setattr__(model, _PENDING, None)
+        original = model.train_step
+
+        def train_step(data):
+            accumulator.assign(accumulator * _PRIME + _batch_digest(tf, data))
+            return original(data)
+
+        object.__setattr__(model, _ATTRIBUTE, accumulator)
+        # Assigned around Keras' attribute tracking: the accumulator is not
+        # part of the model's state, and the wrapper is not a layer.
+        object.__setattr__(model, "train_step", train_step)
+        if getattr(model, "train_function", None) is not None:  # fit made it already
+            model.make_train_function(force=True)
+        self._accumulator = accumulator
+
+    def read(self) -> str | None:
+        """The digest of the batches since the last read (16 hex digits), and restarts it.
+
+        None where the data cannot be fingerprinted (see `supported`).
+        """
+        if self._accumulator is None:
+            return None
+        value = int(self._accumulator.numpy())
+        self._accumulator.assign(0)
+        return f"{value % 2**64:016x}"
+
+    def reset(self) -> None:
+        """Restarts the digest without reading it."""
+        if self._accumulator is not None:
+            self._accumulator.assign(0)
+
+
+def peek_state(model: keras.Model) -> int | None:
+    """The accumulator of `model`'s data fingerprint (None when it has none), left as it is.
+
+    `keras_repro.callbacks.ExactBackupAndRestore` saves it, so that a run
+    resumed in the middle of a record's span reports the same data digest
+    as the run that never stopped.
+    """
+    accumulator = getattr(model, _ATTRIBUTE, None)
+    return None if accumulator is None else int(accumulator.numpy())
+
+
+def restore_state(model: keras.Model, value: int | None) -> None:
+    """Sets the accumulator saved by `peek_state` (applied on installation if not yet installed)."""
+    if value is None:
+        return
+    accumulator = getattr(model, _ATTRIBUTE, None)
+    if accumulator is None:
+        object.__setattr__(model, _PENDING, int(value))
+    else:
+        accumulator.assign(int(value))
