@@ -1,0 +1,280 @@
+"""The probe of one training step, inside a run started by `keras_repro.locate`.
+
+The runner (`keras_repro._runner`) installs it when its environment names a
+probe file, a fit and a training step ``S``: the steps before ``S`` run
+compiled, as in the checked runs; the step that makes the training step
+count ``S`` runs eagerly and, before it, the probe records what
+`keras_repro.locate` compares (see there), puts back every variable and
+global random stream the recording touched, lets the real step run, records
+the variables after it, writes the probe file atomically and ends the run
+(`ProbeComplete`).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from typing import Any, Mapping
+
+import keras
+
+from keras_repro import _files, paths
+from keras_repro.fingerprint import digest_array, fingerprint_details, fingerprint_variables, tracked_state, training_step
+from keras_repro.seeds import rng_state, set_rng_state
+
+__all__ = ["PROBE_FORMAT", "PROBE_VERSION", "ProbeComplete", "install"]
+
+PROBE_FORMAT = "keras_repro.probe"
+PROBE_VERSION = 1
+# Op types that say nothing about what a layer computes.
+_PLUMBING = frozenset({"Placeholder", "NoOp", "Const", "Identity", "ReadVariableOp"})
+
+
+
+
+class ProbeComplete(BaseException):
+    """Ends a probe run once its probe is written.
+
+    A `BaseException`, as `SystemExit` is, so that a script's
+    ``except Exception`` does not keep the run going.
+    """
+
+
+def _digests(value: Any) -> list[str | None]:
+    import tensorflow as tf
+
+    return [
+        None if leaf is None else digest_array(tf.convert_to_tensor(leaf).numpy())
+        for leaf in tf.nest.flatten(value, expand_composites=False)
+    ]
+
+
+def _pairs(digests: Mapping[str, str]) -> list[list[str]]:
+    """``[path, digest]`` pairs in model order (a JSON object's keys would be sorted)."""
+    return [[path, digest] for path, digest in digests.items()]
+
+
+def _uses_keras_train_step(model: keras.Model) -> bool:
+    return type(model).train_step is keras.Model.train_step
+
+
+class _Probe:
+    """Probes one training step of one `fit` call (see the module docstring)."""
+
+    def __init__(self, output: str, fit: int, step: int) -> None:
+        self.output, self.fit, self.step = output, fit, step
+        self.written = False
+        self._fits = 0
+        self._local = threading.local()
+
+    def completed(self, error: BaseException) -> bool:
+        """Whether `error`, which ended the script, is this probe's own end."""
+        return isinstance(error, ProbeComplete) and self.written
+
+    def install(self) -> None:
+        original = keras.Model.fit
+        signature = inspect.signature(original)
+
+        @functools.wraps(original)
+        def fit(model, *args, **kwargs):
+            if getattr(self._local, "active", False):  # a subclass's fit calling super().fit
+                return original(model, *args, **kwargs)
+            index, self._fits = self._fits, self._fits + 1
+            if index == self.fit and not self.written:
+                bound = signature.bind(model, *args, **kwargs)
+                bound.arguments["callbacks"] = [*(bound.arguments.get("callbacks") or []), self._prepare(model)]
+                args, kwargs = bound.args[1:], bound.kwargs
+            self._local.active = True
+            try:
+                result = original(model, *args, **kwargs)
+            finally:
+                self._local.active = False
+            if self.written:
+                raise ProbeComplete(self.output)
+            return result
+
+        keras.Model.fit = fit
+
+    def _prepare(self, model: keras.Model) -> keras.callbacks.Callback:
+        """Wraps the model's train_step; returns the callback that makes the probed step eager."""
+        import tensorflow as tf
+
+        original = model.train_step
+
+        def train_step(data):
+            # Compiled steps only trace this: the probe runs in the eager step.
+            if self.written or not tf.executing_eagerly() or training_step(model) != self.step - 1:
+                return original(data)
+            probe = self._capture(model, data)
+            logs = original(data)
+            probe["after"] = _pairs(fingerprint_variables(model))
+            for call in probe["calls"]:
+                call.update(_op_types(call.pop("_layer"), call.pop("_args")))
+            _files.write_document(self.output, PROBE_FORMAT, PROBE_VERSION, probe)
+            self.written = True
+            model.stop_training = True
+            return logs
+
+        # Set around Keras' attribute tracking, as DataFingerprint does.
+        object.__setattr__(model, "train_step", train_step)
+        if getattr(model, "train_function", None) is not None:  # an earlier fit made it
+            model.make_train_function(force=True)
+        switch = _EagerAt(self.step - 1)
+        if model.steps_per_execution != 1 or training_step(model) >= self.step - 1:
+            switch.set_eager(model)  # no batch boundary to switch at: eager from the start
+        return switch
+
+    def _capture(self, model: keras.Model, data: Any) -> dict[str, Any]:
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        details = fingerprint_details(model)
+        probe: dict[str, Any] = {
+            "fit": self.fit,
+            "step": self.step,
+            "data": {"x": _digests(x), "y": _digests(y), "sample_weight": _digests(sample_weight)},
+            "before": _pairs(details.variables),
+            "generators": [p for p, kind in details.kinds.items() if kind == "seed_generator"],
+            "train_step": "keras" if _uses_keras_train_step(model) else type(model).__qualname__ + ".train_step",
+            "calls": [],
+            "loss": None,
+            "gradients": [],
+        }
+        if probe["train_step"] == "keras":
+            saved_rng = rng_state()
+            state = tracked_state(model).variables
+            saved = [(v, keras.ops.convert_to_numpy(v.value)) for v in [*state.values(), *model.metrics_variables]]
+            try:
+                probe.update(_forward_backward(model, x, y, sample_weight))
+            finally:  # the real step must compute as it would without the probe
+                for variable, value in saved:
+                    variable.assign(value)
+                set_rng_state(saved_rng)
+        return probe
+
+
+class _EagerAt(keras.callbacks.Callback):
+    """Makes the model's steps eager (Python, step by step) once its training step is `step`.
+
+    Steps before it stay compiled, so the probed run reaches the probed step
+    in the state the checked runs did (an eager step can round differently
+    from a compiled one).
+    """
+
+    def __init__(self, step: int) -> None:
+        super().__init__()
+        self.step = step
+
+    def set_eager(self, model: keras.Model) -> None:
+        model.run_eagerly = True
+        if getattr(model, "train_function", None) is not None:
+            model.make_train_function(force=True)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.model.run_eagerly and training_step(self.model) >= self.step:
+            self.set_eager(self.model)
+
+
+def _floats(tf, value: Any) -> list[Any]:
+    return [t for t in tf.nest.flatten(value) if tf.is_tensor(t) and t.dtype.is_floating]
+
+
+def _forward_backward(model: keras.Model, x: Any, y: Any, sample_weight: Any) -> dict[str, Any]:
+    """Runs the forward pass under a tape recording every layer call, then the gradients."""
+    import tensorflow as tf
+
+    layers = paths.layer_paths(model)
+    calls: list[dict[str, Any]] = []
+    clock = [0]
+    tape_box: list[Any] = []
+    replaced: list[tuple[keras.layers.Layer, Any]] = []
+    counts: dict[str, int] = {}
+
+    def wrap(path: str, layer: keras.layers.Layer) -> None:
+        call = layer.call
+
+        @functools.wraps(call)
+        def recorded(*args, **kwargs):
+            start, clock[0] = clock[0], clock[0] + 1
+            inputs = _floats(tf, (args, kwargs))
+            tape_box[0].watch(inputs)
+            outputs = call(*args, **kwargs)
+            index = counts.get(path, 0)
+            counts[path] = index + 1
+            calls.append({
+                "layer": path, "index": index, "class": type(layer).__name__,
+                "start": start, "end": clock[0], "_inputs": inputs, "_outputs": _floats(tf, outputs),
+                "_layer": layer, "_args": (args, kwargs) if index == 0 else None,
+                "variables": [p for p, v in paths.weight_paths(layer).items() if v.trainable],
+            })
+            clock[0] += 1
+            return outputs
+
+        replaced.append((layer, layer.__dict__.get("call")))
+        object.__setattr__(layer, "call", recorded)
+
+    with tf.GradientTape(persistent=True) as tape:
+        tape_box.append(tape)
+        for path, layer in layers.items():
+            wrap(path, layer)
+        try:
+            takes_training = "training" in inspect.signature(model.call).parameters
+            y_pred = model(x, training=True) if takes_training else model(x)
+        finally:
+            for layer, previous in replaced:
+                if previous is None:
+                    object.__delattr__(layer, "call")
+                else:
+                    object.__setattr__(layer, "call", previous)
+        loss = model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+    trainable = {p: v for p, v in paths.weight_paths(model).items() if v.trainable}
+    prefix = {id(layer): path for path, layer in layers.items()}
+
+    def grads(targets: list[Any]) -> list[str | None]:
+        found = tape.gradient(loss, targets, unconnected_gradients=tf.UnconnectedGradients.NONE)
+        return [None if g is None else digest_array(tf.convert_to_tensor(g).numpy()) for g in found]
+
+    for call in calls:
+        call["inputs"] = [digest_array(t.numpy()) for t in call["_inputs"]]
+        call["outputs"] = [digest_array(t.numpy()) for t in call["_outputs"]]
+        call["input_gradients"] = grads(call.pop("_inputs"))
+        call["output_gradients"] = grads(call.pop("_outputs"))
+        call["variables"] = [f"{prefix[id(call['_layer'])]}/{p}".lstrip("/") for p in call["variables"]]
+    gradients = [[path, digest] for path, digest in zip(trainable, grads(list(trainable.values())))]
+    return {"calls": calls, "loss": digest_array(tf.convert_to_tensor(loss).numpy()), "gradients": gradients}
+
+
+def _op_types(layer: keras.layers.Layer, args: Any) -> dict[str, list[str]]:
+    """The op types of a layer's call and of its gradient, traced (not run) in `tf.function`s."""
+    if args is None:  # a later call of a shared layer: the first one lists them
+        return {"op_types": [], "gradient_op_types": []}
+    import tensorflow as tf
+
+    call_args, call_kwargs = args
+
+    def forward(a, k):
+        return layer(*a, **k)
+
+    def backward(a, k):
+        with tf.GradientTape() as tape:
+            inputs = _floats(tf, (a, k))
+            tape.watch(inputs)
+            outputs = _floats(tf, layer(*a, **k))
+        return tape.gradient(outputs, inputs + list(layer.trainable_variables))
+
+    found = []
+    for fn in (forward, backward):
+        graph = tf.function(fn, autograph=False).get_concrete_function(call_args, call_kwargs).graph
+        found.append({op.type for op in graph.get_operations()} - _PLUMBING)
+    return {"op_types": sorted(found[0]), "gradient_op_types": sorted(found[1] - found[0])}
+
+
+def install(output: str, fit: int, step: int) -> "_Probe":
+    """Probes training step `step` of fit number `fit` of this process into `output`.
+
+    Returns:
+        The installed probe; its `completed(error)` tells whether an
+        exception that ended the script is the probe's own end.
+    """
+    probe = _Probe(output, fit, step)
+    probe.install()
+    return probe
