@@ -10,6 +10,7 @@ packages instead, so the warning names the user's line (``model.fit(...)``,
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import warnings
@@ -31,7 +32,7 @@ def _internal_prefixes() -> tuple[str, ...]:
 def warn(message: str, category: type[Warning]) -> None:
     """Warns with `category`, attributed to the first caller outside keras_repro and the frameworks."""
     prefixes = _internal_prefixes()
-    frame = sys._getframe(1)
+    frame = inspect.currentframe().f_back
     level = 2  # the caller of this function
     while frame is not None and (
         os.path.abspath(frame.f_code.co_filename).startswith(prefixes) or frame.f_code.co_filename.startswith("<frozen")

@@ -19,17 +19,15 @@ for finding in kr.audit():
 
 from __future__ import annotations
 
-import dataclasses
-import gc
 import os
-import random
 from typing import Any
 
 import keras
-import numpy as np
 
-from keras_repro import _compat, paths
-from keras_repro._compat import tensorflow_module
+from keras_repro import _compat
+from keras_repro._audit_base import SEVERITIES, AuditContext, AuditError, Finding
+from keras_repro._audit_data import check_array_shuffle, check_data
+from keras_repro._audit_model import check_model
 from keras_repro.determinism import (
     DETERMINISTIC_CUBLAS_WORKSPACE,
     JAX_DETERMINISTIC_FLAG,
@@ -42,70 +40,10 @@ from keras_repro.determinism import (
 from keras_repro.seeding import seeds_global_streams_in_fit
 from keras_repro.seeds import derive_seed, get_root_seed, hashseed_set_at_start, initial_environ
 
+
 __all__ = ["SEVERITIES", "AuditError", "Finding", "audit"]
 
-SEVERITIES = ("error", "warning", "info")
 _SEVERITY_ORDER = {s: i for i, s in enumerate(SEVERITIES)}
-
-# Ops (in tf.data functions) that draw from a stateful RNG or a variable, so
-# that running the function in parallel makes the draws depend on scheduling.
-_STATEFUL_DATA_OPS = frozenset(
-    {"RandomUniform", "RandomUniformInt", "RandomStandardNormal", "TruncatedNormal",
-     "RandomShuffle", "Multinomial", "RandomGamma", "RandomGammaGrad", "RandomPoisson",
-     "RandomPoissonV2", "ParameterizedTruncatedNormal", "RandomCrop",
-     "StatefulUniform", "StatefulUniformInt", "StatefulUniformFullInt",
-     "StatefulStandardNormal", "StatefulStandardNormalV2", "StatefulTruncatedNormal",
-     "StatefulRandomBinomial", "RngReadAndSkip", "RngSkip",
-     "AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp"}
-)
-_PARALLEL_DATA_OPS = ("ParallelMapDataset", "ParallelInterleaveDataset", "MapAndBatchDataset",
-                      "ParallelFilterDataset", "ParallelBatchDataset")
-
-
-@dataclasses.dataclass(frozen=True)
-class Finding:
-    """One thing that can make a run not repeat, with why and the fix.
-
-    Attributes:
-        severity: ``"error"`` (runs will differ), ``"warning"`` (runs can
-            differ, depending on something outside this process' control) or
-            ``"info"`` (worth knowing; not a difference by itself).
-        code: a stable short id, e.g. ``"hashseed-unset"``; filter on it.
-        what: what is wrong.
-        why: why it breaks reproducibility.
-        fix: how to fix it.
-        subject: what it is about, e.g. a layer path, when it is about one thing.
-    """
-
-    severity: str
-    code: str
-    what: str
-    why: str
-    fix: str
-    subject: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.severity not in SEVERITIES:
-            raise ValueError(
-                f"Invalid severity: {self.severity!r}. Allowed: {', '.join(SEVERITIES)}."
-            )
-
-    def __str__(self) -> str:
-        about = f" [{self.subject}]" if self.subject else ""
-        return f"{self.severity.upper()} {self.code}{about}: {self.what} Why: {self.why} Fix: {self.fix}"
-
-
-class AuditError(RuntimeError):
-    """Raised (by `DeterminismCallback(audit="raise")`) when the audit finds errors.
-
-    Attributes:
-        findings: the error-severity `Finding`s.
-    """
-
-    def __init__(self, findings: list[Finding]) -> None:
-        lines = "\n".join(f"- {f}" for f in findings)
-        super().__init__(f"The reproducibility audit found {len(findings)} error(s):\n{lines}")
-        self.findings = list(findings)
 
 
 def _backend() -> str:
@@ -117,7 +55,7 @@ def _gpu_devices() -> list[str]:
     """Names of the GPUs the Keras backend (or TF, when loaded) can see."""
     backend = _backend()
     found: list[str] = []
-    tf = tensorflow_module(import_it=backend == "tensorflow")
+    tf = _compat.tensorflow_module(import_it=backend == "tensorflow")
     if tf is not None:
         found += [d.name for d in tf.config.list_physical_devices("GPU")]
     if backend == "torch":
@@ -215,50 +153,6 @@ def _check_process(gpus: list[str], model: keras.layers.Layer | None) -> list[Fi
     return findings
 
 
-def _initializers(layer: keras.layers.Layer) -> list[tuple[str, Any]]:
-    found = []
-    for attribute, value in vars(layer).items():
-        if attribute.endswith("_initializer") and isinstance(value, keras.initializers.Initializer):
-            found.append((attribute.lstrip("_"), value))
-    return found
-
-
-def _initializer_seed(initializer: Any) -> tuple[bool, Any]:
-    """(is random, configured seed) of an initializer."""
-    try:
-        config = initializer.get_config()
-    except Exception:  # noqa: BLE001
-        return False, None
-    if "seed" not in config:
-        return False, None
-    return True, config["seed"]
-
-
-def _generator_owners(layers: dict[str, keras.layers.Layer]) -> dict[int, keras.layers.Layer]:
-    """The layer holding each seed generator (by generator id)."""
-    owners = {}
-    for layer in layers.values():
-        for generator in _compat.layer_seed_generators(layer):
-            owners.setdefault(id(generator), layer)
-    return owners
-
-
-def _can_draw(layer: keras.layers.Layer) -> bool:
-    """False for layers whose configuration never draws from their seed generator.
-
-    Dropout-like layers with ``rate=0``, `GaussianNoise` with ``stddev=0`` and
-    RNN cells (`LSTMCell`, `GRUCell`, `SimpleRNNCell`, which always create a
-    generator) with ``dropout=0`` and ``recurrent_dropout=0``.
-    """
-    if hasattr(layer, "recurrent_dropout") and hasattr(layer, "dropout"):
-        return bool(layer.dropout) or bool(layer.recurrent_dropout)
-    for attribute in ("rate", "stddev"):
-        value = getattr(layer, attribute, None)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return value != 0
-    return True
-
-
 def _seeded_python_streams() -> list[int]:
     """The seeds Python's `random` was given by a recorded seeding call, if any."""
     found = []
@@ -270,423 +164,6 @@ def _seeded_python_streams() -> list[int]:
         found.append(int(keras_seed))  # keras.utils.set_random_seed seeds `random` with it
     return found
 
-
-_SEEDED_DRAWS = 4096  # how far into a seeded stream a generator's seed is looked for
-
-
-def _drawn_from_seeded_stream(generator: Any, streams: list[int]) -> bool:
-    """Whether an unseeded generator's seed is one of the first draws of a seeded stream.
-
-    Keras draws an unseeded generator's seed as ``random.randint(1, 10**9)``
-    (as it does an unseeded initializer's). A seed found among the first
-    draws of ``random.Random(s)`` for a recorded seeding `s` came from the
-    seeded stream (by chance: about 4e-6), so it repeats in every run.
-    """
-    if not streams:
-        return False
-    seed = int(keras.ops.convert_to_numpy(generator.state.value)[0])
-    for stream in streams:
-        replay = random.Random(stream)
-        if any(replay.randint(1, int(1e9)) == seed for _ in range(_SEEDED_DRAWS)):
-            return True
-    return False
-
-
-def _check_model(model: keras.layers.Layer, gpus: list[str]) -> list[Finding]:
-    findings = []
-    layers = paths.layer_paths(model)
-    owners = _generator_owners(layers)
-    seeded_streams = _seeded_python_streams()
-    for path, generator in paths.seed_generator_paths(model).items():
-        if generator.get_config().get("seed") is not None:
-            continue
-        owner = owners.get(id(generator))
-        if owner is not None and not _can_draw(owner):
-            continue  # never drawn from: its seed cannot change a result
-        if _drawn_from_seeded_stream(generator, seeded_streams):
-            findings.append(Finding(
-                "info", "unseeded-seed-generator",
-                f"The seed generator {path!r} was created without a seed, after the "
-                "global streams were seeded.",
-                "Its seed was drawn from Python's `random` after seeding, so it repeats "
-                "as long as the program builds the same layers in the same order; adding "
-                "or reordering layers before it changes its masks.",
-                "Pass seed=... to the layer, or use keras_repro.SeededModel / seed_model "
-                "(seeds keyed by layer path).",
-                subject=path,
-            ))
-            continue
-        findings.append(Finding(
-            "warning", "unseeded-seed-generator",
-            f"The seed generator {path!r} was created without a seed.",
-            "Its seed was drawn from Python's `random` when the layer was built, so "
-            "it depends on everything constructed or drawn before it; its masks "
-            "change when layers are added, reordered or built in another order.",
-            "Pass seed=... to the layer (e.g. Dropout(0.5, seed=keras_repro."
-            "derive_seed(root, path))), or use keras_repro.SeededModel / seed_model.",
-            subject=path,
-        ))
-    by_instance: dict[int, list[str]] = {}
-    instances: dict[int, Any] = {}
-    unseeded: list[str] = []
-    for path, layer in layers.items():
-        for attribute, initializer in _initializers(layer):
-            is_random, seed = _initializer_seed(initializer)
-            if not is_random:
-                continue
-            where = f"{path}/{attribute}" if path else attribute
-            if seed is None or (isinstance(seed, int) and not isinstance(seed, bool)):
-                by_instance.setdefault(id(initializer), []).append(where)
-                instances[id(initializer)] = initializer
-            if seed is None:
-                unseeded.append(where)
-    for key, wheres in by_instance.items():
-        owners = {w.rsplit("/", 1)[0] for w in wheres}
-        if len(owners) > 1:
-            findings.append(Finding(
-                "warning", "shared-initializer",
-                f"One {type(instances[key]).__name__} instance is used by {len(wheres)} "
-                f"weights: {', '.join(wheres)}.",
-                "An initializer instance with an int seed (or none, drawn once at its "
-                "construction) produces the same values on every call, so weights of the "
-                "same shape start identical, silently.",
-                "Give each layer its own initializer: a string name, or "
-                "keras_repro.initializers.SeededInitializers(seed) which hands out a fresh, "
-                "distinctly seeded one per call.",
-                subject=wheres[0],
-            ))
-    if unseeded:
-        shown = ", ".join(unseeded[:5]) + (f" and {len(unseeded) - 5} more" if len(unseeded) > 5 else "")
-        findings.append(Finding(
-            "info", "unseeded-initializer",
-            f"{len(unseeded)} random initializers have no seed: {shown}.",
-            "Their seeds were drawn from Python's `random` at construction: reproducible "
-            "only if the model is built in the same order after the same seeding, and "
-            "they change when a layer is inserted before them.",
-            "Use keras_repro.initializers factories with a key per weight, or "
-            "keras_repro.SeededModel / seed_model.",
-            subject=unseeded[0],
-        ))
-    if gpus:
-        findings += _check_gpu_kernels(layers)
-    findings += _check_jit(model, gpus)
-    return findings
-
-
-def _check_gpu_kernels(layers: dict[str, keras.layers.Layer]) -> list[Finding]:
-    """Layers whose TF GPU kernels have no deterministic implementation (known cases)."""
-    if _backend() != "tensorflow":
-        return []
-    findings = []
-    for path, layer in layers.items():
-        if isinstance(layer, keras.layers.Resizing) and getattr(layer, "interpolation", None) == "nearest":
-            findings.append(Finding(
-                "warning", "gpu-no-deterministic-kernel",
-                f"Layer {path!r} resizes with 'nearest' interpolation on a GPU machine.",
-                "TensorFlow has no deterministic GPU kernel for its gradient "
-                "(ResizeNearestNeighborGrad): with op determinism on, training raises "
-                "UnimplementedError when a gradient flows through it; with it off, the "
-                "gradient is nondeterministic.",
-                "Use interpolation='bilinear', or keras.layers.UpSampling2D "
-                "(nearest upsampling by repetition), or keep the layer before any "
-                "trainable layer.",
-                subject=path,
-            ))
-    return findings
-
-
-def _check_jit(model: keras.layers.Layer, gpus: list[str]) -> list[Finding]:
-    if _backend() != "tensorflow" or not getattr(model, "compiled", False):
-        return []
-    jit = getattr(model, "jit_compile", False)
-    if jit is not True:
-        return []
-    if tf_op_determinism_enabled():
-        return [Finding(
-            "warning", "jit-compile",
-            "The model was compiled with jit_compile=True before op determinism was turned on.",
-            "Keras turns XLA off (jit_compile=False) when op determinism is already on at "
-            "compile(), but not when it is turned on later: a run that enables determinism "
-            "before compile() runs different kernels and differs in the last bits. "
-            "DeterminismCallback applies Keras' rule at fit start.",
-            "Call keras_repro.enable_determinism() before compile(), or compile with "
-            "jit_compile=False.",
-        )]
-    if gpus:
-        return [Finding(
-            "error", "jit-compile",
-            "The model runs with XLA (jit_compile=True) on a GPU without op determinism.",
-            "XLA's GPU backend autotunes and may use atomic reductions (e.g. in scatter), "
-            "whose order changes from run to run.",
-            "Call keras_repro.enable_determinism() before compile() (Keras then turns XLA "
-            "off), or compile with jit_compile=False.",
-        )]
-    return [Finding(
-        "info", "jit-compile",
-        "The model runs with XLA (jit_compile=True) on CPU.",
-        "XLA on CPU repeats itself, but its fused kernels round differently from the "
-        "non-XLA ones, and Keras turns XLA off when op determinism is on at compile(): "
-        "runs that differ in either setting differ in the last bits.",
-        "Keep jit_compile and the moment determinism is enabled the same in every run "
-        "(simplest: enable_determinism() before compile()).",
-    )]
-
-
-def _dataset_graph(dataset: Any):
-    return _compat.tf_dataset_graph_def(dataset)
-
-
-def _const_int(node: Any) -> int | None:
-    tensor = node.attr["value"].tensor
-    if tensor.int64_val:
-        return int(tensor.int64_val[0])
-    if tensor.int_val:
-        return int(tensor.int_val[0])
-    return None
-
-
-def _check_tf_dataset(dataset: Any) -> list[Finding]:
-    findings = []
-    determinism = tf_op_determinism_enabled()
-    severity = "info" if determinism else "warning"
-    overridden = " (op determinism is on, which overrides it)" if determinism else ""
-    if dataset.options().deterministic is False:
-        findings.append(Finding(
-            severity, "data-nondeterministic-order",
-            "The tf.data pipeline has options().deterministic=False" + overridden + ".",
-            "Parallel stages may then hand out elements in the order they finish, "
-            "which changes from run to run.",
-            "Remove the option (or set it to True), or enable op determinism.",
-        ))
-    try:
-        graph = _dataset_graph(dataset)
-    except Exception as e:  # noqa: BLE001
-        findings.append(Finding(
-            "info", "data-not-inspected",
-            f"The tf.data pipeline's graph could not be inspected ({type(e).__name__}: {e}).",
-            "Per-stage deterministic=False settings and random ops in parallel maps "
-            "were not checked.",
-            "Check the pipeline by hand: no deterministic=False, no random ops in "
-            "parallel map functions unless op determinism is on.",
-        ))
-        return findings
-    nodes = {node.name: node for node in graph.node}
-    functions = {f.signature.name: f for f in graph.library.function}
-
-    def stateful_ops(name: str, seen: set[str]) -> set[str]:
-        if name in seen or name not in functions:
-            return set()
-        seen.add(name)
-        found = set()
-        for node in functions[name].node_def:
-            if node.op in _STATEFUL_DATA_OPS:
-                found.add(node.op)
-            found |= stateful_ops(node.op, seen)
-            for value in node.attr.values():
-                if value.func.name:
-                    found |= stateful_ops(value.func.name, seen)
-        return found
-
-    findings += _unseeded_data_randomness(graph, nodes, functions, stateful_ops)
-    for node in graph.node:
-        if not node.op.startswith(_PARALLEL_DATA_OPS):
-            continue
-        if "deterministic" in node.attr and node.attr["deterministic"].s == b"false":
-            findings.append(Finding(
-                severity, "data-nondeterministic-order",
-                f"The tf.data stage {_stage(node.op)} was created with deterministic=False" + overridden + ".",
-                "It hands out elements in the order its parallel calls finish.",
-                "Drop deterministic=False from the map/interleave/batch call, or enable "
-                "op determinism.",
-                subject=node.op,
-            ))
-        # num_parallel_calls is the last data input (second to last for the
-        # batching ops, whose last is drop_remainder).
-        data_inputs = [i for i in node.input if not i.startswith("^")]
-        position = -2 if node.op.startswith(("MapAndBatchDataset", "ParallelBatchDataset")) else -1
-        source = nodes.get(data_inputs[position].split(":")[0]) if data_inputs else None
-        parallel_calls = _const_int(source) if source is not None and source.op == "Const" else None
-        if parallel_calls == 1 or determinism:
-            continue
-        ops: set[str] = set()
-        for value in node.attr.values():
-            if value.func.name:
-                ops |= stateful_ops(value.func.name, set())
-        if ops:
-            findings.append(Finding(
-                "warning", "data-parallel-random",
-                f"The parallel tf.data stage {_stage(node.op)} runs a function with stateful "
-                f"random or variable ops ({_op_words(ops)}).",
-                "Parallel calls draw from the shared RNG state in the order threads get to "
-                "it, so each element's random values change from run to run (Keras "
-                "augmentation layers included).",
-                "Enable op determinism (the stage then runs serially), use stateless random "
-                "ops seeded per element, or move the random ops into a separate "
-                "sequential map.",
-                subject=node.op,
-            ))
-    return findings
-
-
-_RANDOM_DATA_OPS = _STATEFUL_DATA_OPS - {"AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp"}
-
-# tf.data graph ops in the words of the tf.data API.
-_STAGE_WORDS = (
-    ("ParallelMapDataset", "Dataset.map(num_parallel_calls=...)"),
-    ("ParallelInterleaveDataset", "Dataset.interleave(num_parallel_calls=...)"),
-    ("ParallelFilterDataset", "Dataset.filter(num_parallel_calls=...)"),
-    ("ParallelBatchDataset", "Dataset.batch(num_parallel_calls=...)"),
-    ("MapAndBatchDataset", "Dataset.map(...).batch(...) (fused)"),
-    ("MapDataset", "Dataset.map"),
-    ("ShuffleDataset", "Dataset.shuffle"),
-)
-
-
-def _stage(op: str) -> str:
-    """A tf.data graph op as the user wrote it: ``Dataset.map(num_parallel_calls=...) [ParallelMapDatasetV2]``."""
-    words = next((w for prefix, w in _STAGE_WORDS if op.startswith(prefix)), None)
-    return f"{words} [{op}]" if words else op
-
-
-def _op_words(ops) -> str:
-    names = sorted(set(ops))
-    shown = ", ".join(names)
-    if any(name.startswith("Assign") for name in names):
-        shown += "; a variable update is what a Keras random layer's seed generator does"
-    return shown
-
-
-def _unseeded_data_randomness(graph, nodes, functions, stateful_ops) -> list[Finding]:
-    """Unseeded `Dataset.shuffle` and random ops, and Keras random layers, in any stage."""
-    findings = []
-    seeded = _seeded_python_streams()
-    layers_seeded = _captured_generators_seeded(graph, nodes, seeded)
-    for node in graph.node:
-        inputs = [i.split(":")[0] for i in node.input if not i.startswith("^")]
-        if node.op.startswith("ShuffleDataset") and len(inputs) >= 4:
-            seeds = [nodes.get(i) for i in inputs[2:4]]
-            values = [_const_int(n) if n is not None and n.op == "Const" else None for n in seeds]
-            if values == [0, 0]:
-                findings.append(Finding(
-                    "warning", "data-unseeded-shuffle",
-                    "The tf.data pipeline shuffles without a seed (Dataset.shuffle with seed=None, "
-                    "TensorFlow's global seed unset when it was built).",
-                    "Its order is then drawn afresh in every process.",
-                    "Pass shuffle(buffer_size, seed=...), seed before building the pipeline "
-                    "(keras_repro.seed_everything), or order each epoch with keras_repro.epoch_shuffle.",
-                    subject=node.op,
-                ))
-        ops: set[str] = set()
-        for value in node.attr.values():
-            if value.func.name:
-                ops |= stateful_ops(value.func.name, set())
-        random_ops = sorted(ops & _RANDOM_DATA_OPS)
-        unseeded = [
-            n.op for name in (v.func.name for v in node.attr.values() if v.func.name)
-            for n in (functions[name].node_def if name in functions else ())
-            if n.op in _RANDOM_DATA_OPS and n.attr["seed"].i == 0 and n.attr["seed2"].i == 0
-        ]
-        if unseeded:
-            findings.append(Finding(
-                "warning", "data-unseeded-random",
-                f"The tf.data stage {_stage(node.op)} runs random ops without a seed ({_op_words(unseeded)}).",
-                "With no op seed and TensorFlow's global seed unset, they draw different values "
-                "in every process.",
-                "Seed them (seed=...), use stateless random ops with a per-element seed, or seed "
-                "before building the pipeline (keras_repro.seed_everything).",
-                subject=node.op,
-            ))
-        elif "AssignVariableOp" in ops and not random_ops and not layers_seeded:
-            findings.append(Finding(
-                "info" if seeded else "warning", "data-random-layers",
-                f"The tf.data stage {_stage(node.op)} updates a variable: a Keras random layer "
-                "(augmentation) advancing its seed generator, most likely.",
-                "Its values repeat only if the layer's seed is fixed: passed as seed=..., or "
-                "drawn after the global streams were seeded" + (" (they were)." if seeded else
-                                                               " (no seeding was recorded)."),
-                "Create the augmentation layers with seed=keras_repro.derive_seed(root, name).",
-                subject=node.op,
-            ))
-    return findings
-
-
-def _captured_generators_seeded(graph, nodes, seeded_streams: list[int]) -> bool:
-    """Whether every seed generator state the pipeline captured belongs to a seeded generator.
-
-    A Keras random layer used in a `Dataset.map` is captured with its
-    generator's state ``[seed, counter]`` as the initial value of a
-    variable. The live `SeedGenerator` with that seed tells whether it was
-    given a seed (or drew it from a seeded stream). False when a state
-    cannot be matched to one.
-    """
-    captured = []
-    for node in graph.node:
-        inputs = [i.split(":")[0] for i in node.input if not i.startswith("^")]
-        source = nodes.get(inputs[1]) if node.op == "AssignVariableOp" and len(inputs) > 1 else None
-        if source is None or source.op != "Const":
-            continue
-        tensor = source.attr["value"].tensor
-        values = list(tensor.int64_val) or list(np.frombuffer(tensor.tensor_content, "<i8"))
-        if len(values) == 2:
-            captured.append(int(values[0]))
-    if not captured:
-        return False
-    live: dict[int, Any] = {}
-    for obj in gc.get_objects():
-        if isinstance(obj, keras.random.SeedGenerator):
-            live.setdefault(int(keras.ops.convert_to_numpy(obj.state.value)[0]), obj)
-    return all(
-        seed in live and (
-            live[seed].get_config().get("seed") is not None
-            or _drawn_from_seeded_stream(live[seed], seeded_streams)
-        )
-        for seed in captured
-    )
-
-
-def _is_array_data(data: Any) -> bool:
-    """Whether `data` is what Keras' array adapter takes: arrays, or a structure of them."""
-    tf = tensorflow_module(import_it=False)
-    if tf is not None and isinstance(data, tf.data.Dataset):
-        return False
-    leaves = keras.tree.flatten(data)
-    return bool(leaves) and all(hasattr(leaf, "shape") and hasattr(leaf, "dtype") for leaf in leaves)
-
-
-def _check_array_shuffle(data: Any, model: keras.layers.Layer | None) -> list[Finding]:
-    if _backend() != "tensorflow" or tf_global_seed() is not None or seeds_global_streams_in_fit(model):
-        return []
-    if not _is_array_data(data):
-        return []
-    return [Finding(
-        "warning", "array-shuffle-unseeded",
-        "fit(shuffle=True) on in-memory arrays, with TensorFlow's global seed unset.",
-        "Keras shuffles arrays with tf.random.shuffle, whose seed comes from TensorFlow's "
-        "global seed; unset, it is drawn afresh in every process, so every run trains on "
-        "another data order (keras_repro.seed_model seeds the model, not this shuffle).",
-        "Seed it before fit (keras_repro.seed_everything(seed), or tf.random.set_seed), or "
-        "use a keras_repro.SeededModel, whose fit orders each epoch by "
-        "keras_repro.epoch_permutation.",
-        subject="fit(shuffle=True)",
-    )]
-
-
-def _check_data(data: Any) -> list[Finding]:
-    tf = tensorflow_module(import_it=False)
-    if tf is not None and isinstance(data, tf.data.Dataset):
-        return _check_tf_dataset(data)
-    if isinstance(data, keras.utils.PyDataset) and getattr(data, "workers", 1) > 1:
-        return [Finding(
-            "warning", "data-parallel-random",
-            f"The PyDataset runs {data.workers} workers.",
-            "Batches come back in order, but if __getitem__ draws from a shared random "
-            "generator (Python, NumPy global), which worker draws first changes from "
-            "run to run.",
-            "Draw per-batch randomness from a generator seeded with "
-            "keras_repro.derive_seed(root, 'batch', index), or use workers=1.",
-            subject=f"{type(data).__name__}(workers={data.workers})",
-        )]
-    return []
 
 
 def audit(model: keras.layers.Layer | None = None, data: Any = None, *, shuffle: bool = True) -> list[Finding]:
@@ -742,13 +219,21 @@ def audit(model: keras.layers.Layer | None = None, data: Any = None, *, shuffle:
     except Exception as e:  # noqa: BLE001 - the audit reports, it does not raise
         gpus = []
         findings.append(_check_failed("device", e))
+    context = AuditContext(
+        backend=_backend(),
+        gpus=tuple(gpus),
+        op_determinism=tf_op_determinism_enabled(),
+        tf_seed_set=tf_global_seed() is not None,
+        seeded_streams=tuple(_seeded_python_streams()),
+        seeds_in_fit=seeds_global_streams_in_fit(model),
+    )
     checks = [("process", _check_process, (gpus, model))]
     if model is not None:
-        checks.append(("model", _check_model, (model, gpus)))
+        checks.append(("model", check_model, (model, context)))
     if data is not None:
-        checks.append(("data", _check_data, (data,)))
+        checks.append(("data", check_data, (data, context)))
         if shuffle is True:
-            checks.append(("array shuffle", _check_array_shuffle, (data, model)))
+            checks.append(("array shuffle", check_array_shuffle, (data, context)))
     for name, check, args in checks:
         try:
             findings += check(*args)

@@ -130,7 +130,7 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_env(args) -> int:
-    from keras_repro.determinism import audit
+    from keras_repro.audit import audit
     from keras_repro.manifest import manifest
 
     data, findings = manifest(), audit()

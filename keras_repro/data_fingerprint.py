@@ -8,8 +8,8 @@ model trained on tells that apart from nondeterministic kernels.
 `DataFingerprint` wraps a model's ``train_step``: every batch is reduced, on
 the device and inside the compiled step, to a 64-bit digest that is folded
 into an accumulator variable. Reading the accumulator (at each trace
-record) gives one digest for all batches since the previous read. Nothing
-is copied to the host per step and no batch hook is needed.
+record) gives one digest of all batches since the fit began, in order.
+Nothing is copied to the host per step and no batch hook is needed.
 
 The digest, so that it can be checked without keras_repro: every leaf of
 the batch structure (``tf.nest.flatten(batch, expand_composites=True)``) is
@@ -37,13 +37,12 @@ model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
 model.compile("sgd", "mse")
 data = DataFingerprint(model)
 model.fit(np.ones((8, 2)), np.ones((8, 1)), verbose=0)
-data.read()   # 16 hex digits for the batches since the last read
+data.read()   # 16 hex digits for the batches trained on so far
 ```
 """
 
 from __future__ import annotations
 
-from typing import Any
 
 import keras
 
@@ -134,18 +133,19 @@ class DataFingerprint:
         self._accumulator = accumulator
 
     def read(self) -> str | None:
-        """The digest of the batches since the last read (16 hex digits), and restarts it.
+        """The digest of the batches since the last `reset` (16 hex digits).
 
-        None where the data cannot be fingerprinted (see `supported`).
+        One read of the accumulator, which keeps going: two runs' digests
+        agree at a record exactly when they trained on the same batches, in
+        the same order, up to it. None where the data cannot be
+        fingerprinted (see `supported`).
         """
         if self._accumulator is None:
             return None
-        value = int(self._accumulator.numpy())
-        self._accumulator.assign(0)
-        return f"{value % 2**64:016x}"
+        return f"{int(self._accumulator.numpy()) % 2**64:016x}"
 
     def reset(self) -> None:
-        """Restarts the digest without reading it."""
+        """Restarts the digest (at the start of a `fit`)."""
         if self._accumulator is not None:
             self._accumulator.assign(0)
 

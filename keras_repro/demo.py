@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable
 
+from keras_repro import _validate
 from keras_repro._procs import child_environment, without_framework_logs
 
 __all__ = ["DemoRun", "run_demo", "train_sequence_model"]
@@ -90,8 +91,7 @@ def run_demo(runs: int = 3, on_run: Callable[[DemoRun], None] | None = None) -> 
     Returns:
         The runs, plain Keras first.
     """
-    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 2:
-        raise ValueError(f"Invalid runs: {runs!r}. The demo needs an integer >= 2.")
+    runs = _validate.check_int("runs", runs, minimum=2, allowed="The demo needs an integer >= 2")
     results: dict[str, list[DemoRun]] = {"plain Keras": [], "keras_repro": []}
     for k in range(1, runs + 1):
         procs = {"plain Keras": _start(seeded=False), "keras_repro": _start(seeded=True)}

@@ -299,11 +299,20 @@ class RecordComparator:
                 "but nothing in training drew from it: the training state and data agree at "
                 "every record compared"
             )
+        by_record: dict[str, list[str]] = {}
         for path, seen in self._generators.items():
-            notes.append(
-                f"the seed generator {path} differs from {seen} on, but was never drawn from "
-                "(its state did not change in either run)"
-            )
+            by_record.setdefault(seen, []).append(path)
+        for seen, generators in by_record.items():
+            if len(generators) == 1:
+                notes.append(
+                    f"the seed generator {generators[0]} differs from {seen} on, but was never drawn "
+                    "from (its state did not change in either run)"
+                )
+            else:
+                notes.append(
+                    f"the seed generators {_names(generators)} differ from {seen} on, but were never "
+                    "drawn from (their states did not change in either run)"
+                )
         return tuple(notes)
 
     def add(self, a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> Divergence | None:

@@ -314,5 +314,7 @@ class SeededFunctional(SeededModel, _Functional):
     ```
     """
 
-    def __init__(self, inputs, outputs, name=None, *, seed: int | None = None, **kwargs):
-        SeededModel.__init__(self, inputs, outputs, name=name, seed=seed, **kwargs)
+    # (*args, **kwargs), as Functional's own: Keras 3.6-3.14 tells a "functional
+    # constructor" (whose get_config holds the layers) by comparing signatures.
+    def __init__(self, *args, seed: int | None = None, **kwargs):
+        SeededModel.__init__(self, *args, seed=seed, **kwargs)

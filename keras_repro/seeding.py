@@ -47,7 +47,7 @@ from typing import Any, Callable
 
 import keras
 
-from keras_repro import _compat, paths
+from keras_repro import _compat, _validate, paths
 from keras_repro.seeds import ReproducibilityWarning, derive_seed, validate_seed
 
 __all__ = [
@@ -409,8 +409,7 @@ def seed_model(model: keras.Model, seed: int, strict: bool = False) -> keras.Mod
             f"seed_model expects a keras.Model (Sequential, functional or subclassed), "
             f"got {model!r} (of type {type(model).__name__})."
         )
-    if not isinstance(strict, bool):
-        raise TypeError(f"Invalid strict: {strict!r}. strict must be True or False.")
+    strict = _validate.check_bool("strict", strict)
     record = SeedingRecord(validate_seed(seed), strict)
     object.__setattr__(model, _RECORD, record)
     _seed_pass(model, record, only_new=False)

@@ -11,7 +11,7 @@ A record (version 2) holds ``type``, ``fit``, ``epoch``, ``batch``,
 ``step`` (the training step), ``fingerprint`` (of all tracked variables),
 ``variables`` (``[path, digest]`` pairs), ``kinds`` (one letter per
 variable: ``w`` weight, ``g`` seed generator, ``o`` optimizer, ``x`` other),
-``data`` (the digest of the batches since the previous record, or null) and,
+``data`` (the digest of the batches trained on since the fit began, or null) and,
 at fit boundaries and epoch ends, ``rng`` (a digest per global stream).
 ``fit_begin`` records also carry the variables' ``schema``, the audit
 ``findings`` of the run and ``tf_global_seed_set``. Version 1 traces
@@ -41,14 +41,13 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Union
+from typing import Any, Mapping, Union
 
 import xxhash
 
-from keras_repro import _files
+from keras_repro import _files, _validate
 from keras_repro.divergence import (
     DIVERGENCE_KINDS,
-    KIND_CODES,
     Divergence,
     NondeterminismError,
     NondeterminismWarning,
@@ -365,10 +364,7 @@ def _as_trace(value: Any, name: str) -> Trace:
         return value
     if isinstance(value, (str, os.PathLike)):
         return load_trace(value)
-    raise TypeError(
-        f"Invalid trace {name}: {value!r} (of type {type(value).__name__}). Expected a path "
-        "to a trace file or a Trace from load_trace."
-    )
+    raise _validate.type_error(f"trace {name}", value, "Expected a path to a trace file or a Trace from load_trace")
 
 
 def diff_traces(a: Union[_files.PathLike, Trace], b: Union[_files.PathLike, Trace]) -> TraceComparison:

@@ -206,8 +206,8 @@ def fit(model, callbacks, epochs=2, initial_epoch=0, batch_size=8):
         ({"every": "epochs"}, ValueError, "Invalid every: 'epochs'"),
         ({"every": 2.5}, TypeError, "Invalid every: 2.5"),
         ({"every": True}, TypeError, "Invalid every: True"),
-        ({"on_mismatch": "explode"}, ValueError, "Invalid on_mismatch: 'explode'. Allowed: 'raise', 'warn'"),
-        ({"audit": "loud"}, ValueError, "Invalid audit: 'loud'. Allowed: 'warn', 'raise', 'off'"),
+        ({"on_mismatch": "explode"}, ValueError, "Invalid on_mismatch: 'explode'. Allowed values: 'raise', 'warn'"),
+        ({"audit": "loud"}, ValueError, "Invalid audit: 'loud'. Allowed values: 'warn', 'raise', 'off'"),
         ({"deterministic_ops": "yes"}, TypeError, "Invalid deterministic_ops: 'yes'"),
         ({"trace": 42}, TypeError, "Invalid trace: 42"),
         ({"reference": ["a.jsonl"]}, TypeError, "Invalid reference"),
@@ -242,7 +242,7 @@ def test_get_config_round_trip(tmp_path):
                                 audit="off")
     config = cb.get_config()
     assert config == {"trace": str(tmp_path / "t.jsonl"), "reference": None, "every": 3, "on_mismatch": "warn",
-                      "deterministic_ops": False, "audit": "off"}
+                      "deterministic_ops": False, "audit": "off", "data": True}
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(cb))
     assert isinstance(restored, kr.DeterminismCallback) and restored.get_config() == config
     assert kr.callbacks.DeterminismCallback is kr.DeterminismCallback

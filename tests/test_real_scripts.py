@@ -42,7 +42,7 @@ DATA_PIPELINE = r"tf\.data|data pipeline"
 PARALLEL_MAP = r"parallel|num_parallel_calls"
 # The notes under a reproducible verdict: state that differs but nothing used.
 NOTE_GLOBAL_STREAMS = r"note: the global random state \((numpy|python)(, (numpy|python))*\) differs .* nothing in training drew from it"
-NOTE_IDLE_GENERATOR = r"note: the seed generator \S+cell/seed_generator differs .* never drawn from"
+NOTE_IDLE_GENERATOR = r"note: the seed generators? \S+cell/seed_generator.* differs? .* never drawn from"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -131,7 +131,7 @@ def _flip_one_weight(folder: Path) -> None:
         f.visititems(lambda name, node: names.append(name) if isinstance(node, h5py.Dataset) else None)
         data = f[names[0]]
         value = data[()]
-        value.flat[0] = np.nextafter(value.flat[0], np.inf)  # one ULP: silent corruption
+        value.flat[0] = np.nextafter(value.flat[0], value.dtype.type(np.inf))  # one ULP: silent corruption
         data[...] = value
 
 

@@ -9,24 +9,18 @@ from typing import Any, Union
 import keras
 
 from keras_repro import _validate, _warnings
-from keras_repro.determinism import (
-    AuditError,
-    Finding,
-    audit,
-    determinism_enabled,
-    enable_determinism,
-)
+from keras_repro.audit import AuditError, Finding, audit
+from keras_repro.determinism import determinism_enabled, enable_determinism
 from keras_repro.data_fingerprint import DataFingerprint
 from keras_repro.fingerprint import Fingerprinter, fingerprint_rng_streams
 from keras_repro.manifest import diff_manifests, manifest
 from keras_repro.seeds import ReproducibilityWarning, rng_state
 from keras_repro.state import ResumePoint, get_resume_point
+from keras_repro.divergence import KIND_CODES, RecordComparator
 from keras_repro.trace import (
     Divergence,
     NondeterminismError,
     NondeterminismWarning,
-    KIND_CODES,
-    RecordComparator,
     Trace,
     TraceWriter,
     load_trace,
@@ -73,8 +67,8 @@ class DeterminismCallback(keras.callbacks.Callback):
     of every optimizer the model holds (the compiled one and those a custom
     `compile()` keeps in attributes, as GANs do; the record's ``step`` is the
     largest of their step counts), every seed generator, and, with
-    ``data=True``, a digest of the batches trained on since the previous
-    record.
+    ``data=True``, a digest of the batches trained on since the fit
+    began.
 
     With `reference` (the trace of an earlier run) each record is compared
     with the reference's record at the same position as training goes
@@ -106,7 +100,7 @@ class DeterminismCallback(keras.callbacks.Callback):
             start of `fit`.
         audit: ``"warn"``, ``"raise"`` or ``"off"``.
         data: whether each record also fingerprints the batches the model
-            trained on since the previous record (computed inside the train
+            trained on since the fit began (computed inside the train
             step; `keras_repro.data_fingerprint`), so that a divergence in the
             input data is told apart from one in the kernels. TensorFlow
             backend only; elsewhere records carry no data digest.

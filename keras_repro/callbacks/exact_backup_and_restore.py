@@ -105,11 +105,9 @@ class ExactBackupAndRestore(keras.callbacks.Callback):
     ) -> None:
         super().__init__()
         self.backup_dir = _validate.check_path("backup_dir", backup_dir)
-        if save_freq != "epoch":
-            save_freq = _validate.check_int(
-                "save_freq", save_freq, minimum=1, allowed="save_freq must be 'epoch' or a positive number of batches"
-            )
-        self.save_freq = save_freq
+        if save_freq != "epoch" and not (_validate.is_integer(save_freq) and save_freq >= 1):
+            raise _validate.value_error("save_freq", save_freq, "Expected 'epoch' or a positive number of batches")
+        self.save_freq = save_freq if save_freq == "epoch" else int(save_freq)
         self.double_checkpoint = _validate.check_bool("double_checkpoint", double_checkpoint)
         self.delete_checkpoint = _validate.check_bool("delete_checkpoint", delete_checkpoint)
         self._restored_for: int | None = None  # id of the model restored by restore_before_fit

@@ -32,6 +32,7 @@ import traceback
 import warnings
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+from keras_repro import _validate
 from keras_repro.seeds import ReproducibilityWarning, isolated_rng, seed_everything
 from keras_repro.sweep._values import Metrics, resolve_seeds, short_repr, to_metrics
 from keras_repro.sweep.executors import check_fn_for_workers, resolve_executor
@@ -268,8 +269,7 @@ def sweep(
             f"Invalid fn: {short_repr(fn)} (of type {type(fn).__name__}) is not "
             "callable. Pass a function fn(seed) returning a metric."
         )
-    if not isinstance(progress, bool):
-        raise TypeError(f"Invalid progress: {progress!r}. It must be True or False.")
+    progress = _validate.check_bool("progress", progress)
     seed_list, root = resolve_seeds(seeds, root_seed)
     pool, where = resolve_executor(executor)
     if pool is not None:

@@ -25,11 +25,11 @@ if __name__ == "__main__":
 from __future__ import annotations
 
 import concurrent.futures as cf
-import numbers
 import pickle
 import sys
 from typing import Any, Callable
 
+from keras_repro import _validate
 from keras_repro.sweep._values import short_repr
 
 __all__ = ["check_fn_for_workers", "process_pool", "resolve_executor"]
@@ -149,8 +149,6 @@ def process_pool(max_workers: int | None = None) -> cf.ProcessPoolExecutor:
     """
     import multiprocessing
 
-    if max_workers is not None and (
-        isinstance(max_workers, bool) or not isinstance(max_workers, numbers.Integral) or max_workers < 1
-    ):
-        raise ValueError(f"Invalid max_workers: {max_workers!r}. It must be a positive integer or None.")
+    if max_workers is not None:
+        max_workers = _validate.check_int("max_workers", max_workers, minimum=1, allowed="max_workers must be a positive integer or None")
     return cf.ProcessPoolExecutor(max_workers=max_workers, mp_context=multiprocessing.get_context("spawn"))

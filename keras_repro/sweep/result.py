@@ -251,7 +251,7 @@ class SweepResult:
             raise TypeError(f"compare() needs another SweepResult, got {type(other).__name__}.")
         bootstrap_seed = stats.check_bootstrap_args(confidence, resamples, bootstrap_seed)
         name = self._metric(metric)
-        mine, theirs = self.values(name), other.values(other._metric(name))
+        mine, theirs = self.values(name), other.values(name)
         if len(mine) < 2 or len(theirs) < 2:
             raise ValueError(
                 f"compare() needs at least 2 successful seeds on each side for {name!r} "

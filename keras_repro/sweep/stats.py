@@ -20,12 +20,12 @@ print(summary)
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from keras_repro import _validate
 from keras_repro.seeds import derive_seed, validate_seed
 
 # `summarize`, `compare_means` and `check_bootstrap_args` are the statistics
@@ -117,10 +117,9 @@ def check_bootstrap_args(confidence: float, resamples: int, bootstrap_seed: int)
             positive integer.
         TypeError / ValueError: `bootstrap_seed` is not a valid seed.
     """
-    if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real) or not 0 < confidence < 1:
-        raise ValueError(f"Invalid confidence: {confidence!r}. It must be a number strictly between 0 and 1, e.g. 0.95.")
-    if isinstance(resamples, bool) or not isinstance(resamples, numbers.Integral) or resamples < 1:
-        raise ValueError(f"Invalid resamples: {resamples!r}. It must be a positive integer, e.g. 10_000.")
+    _validate.check_real("confidence", confidence, greater_than=0, less_than=1,
+                         allowed="confidence must be a number strictly between 0 and 1, e.g. 0.95")
+    _validate.check_int("resamples", resamples, minimum=1, allowed="resamples must be a positive integer, e.g. 10_000")
     return validate_seed(bootstrap_seed)
 
 
