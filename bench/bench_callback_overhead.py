@@ -32,12 +32,14 @@ EPOCHS = 3
 
 
 def make_model():
-    model = keras.Sequential([
-        keras.Input((784,)),
-        keras.layers.Dense(256, activation="relu"),
-        keras.layers.Dense(256, activation="relu"),
-        keras.layers.Dense(10),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((784,)),
+            keras.layers.Dense(256, activation="relu"),
+            keras.layers.Dense(256, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model
 
@@ -94,9 +96,13 @@ def main():
     rng = np.random.default_rng(0)
     x = rng.random((60000, 784), dtype=np.float32)
     y = rng.integers(0, 10, 60000)
-    cases = {"no callback": None, "empty batch hook": "empty", 'every="epoch"': {"every": "epoch"},
-             'every="epoch", data=False': {"every": "epoch", "data": False},
-             'every="batch"': {"every": "batch"}}
+    cases = {
+        "no callback": None,
+        "empty batch hook": "empty",
+        'every="epoch"': {"every": "epoch"},
+        'every="epoch", data=False': {"every": "epoch", "data": False},
+        'every="batch"': {"every": "batch"},
+    }
     times = {name: [] for name in cases}
     inside = {name: [0.0] for name in cases}
     steps = EPOCHS * -(-60000 // args.batch_size)
@@ -116,12 +122,16 @@ def main():
         per_step = (median[name] - base) / steps * 1e3
         print(f"overhead {name}: {overhead * 100:+.1f}% of fit time{goal}, {per_step:+.3f} ms per step")
     with_data, without = median['every="epoch"'], median['every="epoch", data=False']
-    print(f"data fingerprints, every=\"epoch\": {with_data / without:.3f}x the fit time of the callback "
-          "without them (target <= 1.02)")
+    print(
+        f'data fingerprints, every="epoch": {with_data / without:.3f}x the fit time of the callback '
+        "without them (target <= 1.02)"
+    )
     for name in ('every="epoch"', 'every="batch"'):
         own = inside[name][0] / args.repeats
-        print(f"time inside the callback, {name}: {own:.3f} s per fit = {own / base * 100:.1f}% of the "
-              f"fit time without it, {own / steps * 1e3:.3f} ms per step")
+        print(
+            f"time inside the callback, {name}: {own:.3f} s per fit = {own / base * 100:.1f}% of the "
+            f"fit time without it, {own / steps * 1e3:.3f} ms per step"
+        )
 
 
 if __name__ == "__main__":

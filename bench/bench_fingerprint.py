@@ -27,14 +27,17 @@ def make_model(mib: int) -> keras.Model:
     width = 8192
     kernels = max(1, round(mib * 2**20 / (width * width * 4)))
     layers = [keras.Input((width,))]
-    layers += [keras.layers.Dense(width, kernel_initializer=keras.initializers.RandomUniform(seed=i))
-               for i in range(kernels)]
+    layers += [
+        keras.layers.Dense(width, kernel_initializer=keras.initializers.RandomUniform(seed=i)) for i in range(kernels)
+    ]
     return keras.Sequential(layers)
 
 
 def arrays(model):
-    return [np.asarray(v.value.value()) if hasattr(v.value, "handle") else keras.ops.convert_to_numpy(v)
-            for v in tracked_variables(model).values()]
+    return [
+        np.asarray(v.value.value()) if hasattr(v.value, "handle") else keras.ops.convert_to_numpy(v)
+        for v in tracked_variables(model).values()
+    ]
 
 
 def median_time(fn, repeats):
@@ -64,6 +67,7 @@ def main():
         def run():
             for a in arrays(model):
                 hashlib.new(name, a.reshape(-1).view(np.uint8)).digest()
+
         return run
 
     kr.fingerprint(model)  # warm-up

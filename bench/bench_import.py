@@ -47,8 +47,10 @@ def main():
     inc = statistics.median(increments)
     print(f"import keras:                    {b * 1e3:8.1f} ms (median of {REPEATS})")
     print(f"import keras; import keras_repro: {o * 1e3:8.1f} ms")
-    print(f"keras_repro on top of keras:     {inc * 1e3:8.1f} ms measured in-process "
-          f"({(o - b) * 1e3:+.1f} ms by difference), ratio {o / b:.3f} (target: <= 50 ms)")
+    print(
+        f"keras_repro on top of keras:     {inc * 1e3:8.1f} ms measured in-process "
+        f"({(o - b) * 1e3:+.1f} ms by difference), ratio {o / b:.3f} (target: <= 50 ms)"
+    )
 
 
 if __name__ == "__main__":

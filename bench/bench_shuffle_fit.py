@@ -41,8 +41,13 @@ def make(cls, **kwargs):
 def fit_seconds(model, x, y, first_epoch, epochs):
     start = time.perf_counter()
     model.fit(
-        x, y, batch_size=BATCH, initial_epoch=first_epoch, epochs=first_epoch + epochs,
-        shuffle=True, verbose=0,
+        x,
+        y,
+        batch_size=BATCH,
+        initial_epoch=first_epoch,
+        epochs=first_epoch + epochs,
+        shuffle=True,
+        verbose=0,
     )
     return time.perf_counter() - start
 

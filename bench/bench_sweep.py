@@ -32,13 +32,15 @@ def short_run(seed: int, epochs: int = EPOCHS) -> dict:
     """One short experiment: build, train, evaluate (module level: workers import it)."""
     x = np.random.default_rng(0).normal(size=(2048, 32)).astype("float32")
     y = (np.sin(x[:, :4]).sum(axis=1) > 0).astype("float32")
-    model = keras.Sequential([
-        keras.Input((32,)),
-        keras.layers.Dense(64, activation="relu"),
-        keras.layers.Dropout(0.2),
-        keras.layers.Dense(64, activation="relu"),
-        keras.layers.Dense(1, activation="sigmoid"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((32,)),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
     model.compile("adam", "binary_crossentropy", metrics=["accuracy"])
     history = model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, shuffle=True)
     return {"loss": history.history["loss"][-1], "accuracy": history.history["accuracy"][-1]}

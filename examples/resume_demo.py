@@ -57,7 +57,9 @@ def main():
     parser.add_argument("--kill-at", type=int, help="optimizer step to SIGKILL this process at (once)")
     parser.add_argument("--plain", action="store_true", help="use keras.callbacks.BackupAndRestore")
     parser.add_argument("--save-freq", default="epoch", help="'epoch' or a number of batches between backups")
-    parser.add_argument("--keras-model", action="store_true", help="a plain keras.Model seeded with keras.utils.set_random_seed")
+    parser.add_argument(
+        "--keras-model", action="store_true", help="a plain keras.Model seeded with keras.utils.set_random_seed"
+    )
     args = parser.parse_args()
     save_freq = args.save_freq if args.save_freq == "epoch" else int(args.save_freq)
     args.out.mkdir(parents=True, exist_ok=True)

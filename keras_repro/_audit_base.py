@@ -43,9 +43,7 @@ class Finding:
 
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:
-            raise ValueError(
-                f"Invalid severity: {self.severity!r}. Allowed: {', '.join(SEVERITIES)}."
-            )
+            raise ValueError(f"Invalid severity: {self.severity!r}. Allowed: {', '.join(SEVERITIES)}.")
 
     def __str__(self) -> str:
         about = f" [{self.subject}]" if self.subject else ""
@@ -63,7 +61,6 @@ class AuditError(RuntimeError):
         lines = "\n".join(f"- {f}" for f in findings)
         super().__init__(f"The reproducibility audit found {len(findings)} error(s):\n{lines}")
         self.findings = list(findings)
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,5 +106,3 @@ def drawn_from_seeded_stream(generator: Any, streams: list[int]) -> bool:
         if any(replay.randint(1, int(1e9)) == seed for _ in range(_SEEDED_DRAWS)):
             return True
     return False
-
-

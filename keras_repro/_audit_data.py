@@ -9,23 +9,49 @@ import keras
 import numpy as np
 
 from keras_repro import _compat
-from keras_repro._audit_base import AuditContext, Finding, drawn_from_seeded_stream
+from keras_repro._audit_base import AuditContext
+from keras_repro._audit_base import Finding
+from keras_repro._audit_base import drawn_from_seeded_stream
 
 __all__ = ["check_array_shuffle", "check_data"]
 
 # Ops (in tf.data functions) that draw from a stateful RNG or a variable, so
 # that running the function in parallel makes the draws depend on scheduling.
 _STATEFUL_DATA_OPS = frozenset(
-    {"RandomUniform", "RandomUniformInt", "RandomStandardNormal", "TruncatedNormal",
-     "RandomShuffle", "Multinomial", "RandomGamma", "RandomGammaGrad", "RandomPoisson",
-     "RandomPoissonV2", "ParameterizedTruncatedNormal", "RandomCrop",
-     "StatefulUniform", "StatefulUniformInt", "StatefulUniformFullInt",
-     "StatefulStandardNormal", "StatefulStandardNormalV2", "StatefulTruncatedNormal",
-     "StatefulRandomBinomial", "RngReadAndSkip", "RngSkip",
-     "AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp"}
+    {
+        "RandomUniform",
+        "RandomUniformInt",
+        "RandomStandardNormal",
+        "TruncatedNormal",
+        "RandomShuffle",
+        "Multinomial",
+        "RandomGamma",
+        "RandomGammaGrad",
+        "RandomPoisson",
+        "RandomPoissonV2",
+        "ParameterizedTruncatedNormal",
+        "RandomCrop",
+        "StatefulUniform",
+        "StatefulUniformInt",
+        "StatefulUniformFullInt",
+        "StatefulStandardNormal",
+        "StatefulStandardNormalV2",
+        "StatefulTruncatedNormal",
+        "StatefulRandomBinomial",
+        "RngReadAndSkip",
+        "RngSkip",
+        "AssignVariableOp",
+        "AssignAddVariableOp",
+        "AssignSubVariableOp",
+    }
 )
-_PARALLEL_DATA_OPS = ("ParallelMapDataset", "ParallelInterleaveDataset", "MapAndBatchDataset",
-                      "ParallelFilterDataset", "ParallelBatchDataset")
+_PARALLEL_DATA_OPS = (
+    "ParallelMapDataset",
+    "ParallelInterleaveDataset",
+    "MapAndBatchDataset",
+    "ParallelFilterDataset",
+    "ParallelBatchDataset",
+)
 
 
 def _dataset_graph(dataset: Any):
@@ -47,24 +73,28 @@ def _check_tf_dataset(dataset: Any, context: AuditContext) -> list[Finding]:
     severity = "info" if determinism else "warning"
     overridden = " (op determinism is on, which overrides it)" if determinism else ""
     if dataset.options().deterministic is False:
-        findings.append(Finding(
-            severity, "data-nondeterministic-order",
-            "The tf.data pipeline has options().deterministic=False" + overridden + ".",
-            "Parallel stages may then hand out elements in the order they finish, "
-            "which changes from run to run.",
-            "Remove the option (or set it to True), or enable op determinism.",
-        ))
+        findings.append(
+            Finding(
+                severity,
+                "data-nondeterministic-order",
+                "The tf.data pipeline has options().deterministic=False" + overridden + ".",
+                "Parallel stages may then hand out elements in the order they finish, which changes from run to run.",
+                "Remove the option (or set it to True), or enable op determinism.",
+            )
+        )
     try:
         graph = _dataset_graph(dataset)
     except Exception as e:  # noqa: BLE001
-        findings.append(Finding(
-            "info", "data-not-inspected",
-            f"The tf.data pipeline's graph could not be inspected ({type(e).__name__}: {e}).",
-            "Per-stage deterministic=False settings and random ops in parallel maps "
-            "were not checked.",
-            "Check the pipeline by hand: no deterministic=False, no random ops in "
-            "parallel map functions unless op determinism is on.",
-        ))
+        findings.append(
+            Finding(
+                "info",
+                "data-not-inspected",
+                f"The tf.data pipeline's graph could not be inspected ({type(e).__name__}: {e}).",
+                "Per-stage deterministic=False settings and random ops in parallel maps were not checked.",
+                "Check the pipeline by hand: no deterministic=False, no random ops in "
+                "parallel map functions unless op determinism is on.",
+            )
+        )
         return findings
     nodes = {node.name: node for node in graph.node}
     functions = {f.signature.name: f for f in graph.library.function}
@@ -88,14 +118,16 @@ def _check_tf_dataset(dataset: Any, context: AuditContext) -> list[Finding]:
         if not node.op.startswith(_PARALLEL_DATA_OPS):
             continue
         if "deterministic" in node.attr and node.attr["deterministic"].s == b"false":
-            findings.append(Finding(
-                severity, "data-nondeterministic-order",
-                f"The tf.data stage {_stage(node.op)} was created with deterministic=False" + overridden + ".",
-                "It hands out elements in the order its parallel calls finish.",
-                "Drop deterministic=False from the map/interleave/batch call, or enable "
-                "op determinism.",
-                subject=node.op,
-            ))
+            findings.append(
+                Finding(
+                    severity,
+                    "data-nondeterministic-order",
+                    f"The tf.data stage {_stage(node.op)} was created with deterministic=False" + overridden + ".",
+                    "It hands out elements in the order its parallel calls finish.",
+                    "Drop deterministic=False from the map/interleave/batch call, or enable op determinism.",
+                    subject=node.op,
+                )
+            )
         # num_parallel_calls is the last data input (second to last for the
         # batching ops, whose last is drop_remainder).
         data_inputs = [i for i in node.input if not i.startswith("^")]
@@ -109,18 +141,21 @@ def _check_tf_dataset(dataset: Any, context: AuditContext) -> list[Finding]:
             if value.func.name:
                 ops |= stateful_ops(value.func.name, set())
         if ops:
-            findings.append(Finding(
-                "warning", "data-parallel-random",
-                f"The parallel tf.data stage {_stage(node.op)} runs a function with stateful "
-                f"random or variable ops ({_op_words(ops)}).",
-                "Parallel calls draw from the shared RNG state in the order threads get to "
-                "it, so each element's random values change from run to run (Keras "
-                "augmentation layers included).",
-                "Enable op determinism (the stage then runs serially), use stateless random "
-                "ops seeded per element, or move the random ops into a separate "
-                "sequential map.",
-                subject=node.op,
-            ))
+            findings.append(
+                Finding(
+                    "warning",
+                    "data-parallel-random",
+                    f"The parallel tf.data stage {_stage(node.op)} runs a function with stateful "
+                    f"random or variable ops ({_op_words(ops)}).",
+                    "Parallel calls draw from the shared RNG state in the order threads get to "
+                    "it, so each element's random values change from run to run (Keras "
+                    "augmentation layers included).",
+                    "Enable op determinism (the stage then runs serially), use stateless random "
+                    "ops seeded per element, or move the random ops into a separate "
+                    "sequential map.",
+                    subject=node.op,
+                )
+            )
     return findings
 
 
@@ -163,46 +198,55 @@ def _unseeded_data_randomness(graph, nodes, functions, stateful_ops, context: Au
             seeds = [nodes.get(i) for i in inputs[2:4]]
             values = [_const_int(n) if n is not None and n.op == "Const" else None for n in seeds]
             if values == [0, 0]:
-                findings.append(Finding(
-                    "warning", "data-unseeded-shuffle",
-                    "The tf.data pipeline shuffles without a seed (Dataset.shuffle with seed=None, "
-                    "TensorFlow's global seed unset when it was built).",
-                    "Its order is then drawn afresh in every process.",
-                    "Pass shuffle(buffer_size, seed=...), seed before building the pipeline "
-                    "(keras_repro.seed_everything), or order each epoch with keras_repro.epoch_shuffle.",
-                    subject=node.op,
-                ))
+                findings.append(
+                    Finding(
+                        "warning",
+                        "data-unseeded-shuffle",
+                        "The tf.data pipeline shuffles without a seed (Dataset.shuffle with seed=None, "
+                        "TensorFlow's global seed unset when it was built).",
+                        "Its order is then drawn afresh in every process.",
+                        "Pass shuffle(buffer_size, seed=...), seed before building the pipeline "
+                        "(keras_repro.seed_everything), or order each epoch with keras_repro.epoch_shuffle.",
+                        subject=node.op,
+                    )
+                )
         ops: set[str] = set()
         for value in node.attr.values():
             if value.func.name:
                 ops |= stateful_ops(value.func.name, set())
         random_ops = sorted(ops & _RANDOM_DATA_OPS)
         unseeded = [
-            n.op for name in (v.func.name for v in node.attr.values() if v.func.name)
+            n.op
+            for name in (v.func.name for v in node.attr.values() if v.func.name)
             for n in (functions[name].node_def if name in functions else ())
             if n.op in _RANDOM_DATA_OPS and n.attr["seed"].i == 0 and n.attr["seed2"].i == 0
         ]
         if unseeded:
-            findings.append(Finding(
-                "warning", "data-unseeded-random",
-                f"The tf.data stage {_stage(node.op)} runs random ops without a seed ({_op_words(unseeded)}).",
-                "With no op seed and TensorFlow's global seed unset, they draw different values "
-                "in every process.",
-                "Seed them (seed=...), use stateless random ops with a per-element seed, or seed "
-                "before building the pipeline (keras_repro.seed_everything).",
-                subject=node.op,
-            ))
+            findings.append(
+                Finding(
+                    "warning",
+                    "data-unseeded-random",
+                    f"The tf.data stage {_stage(node.op)} runs random ops without a seed ({_op_words(unseeded)}).",
+                    "With no op seed and TensorFlow's global seed unset, they draw different values in every process.",
+                    "Seed them (seed=...), use stateless random ops with a per-element seed, or seed "
+                    "before building the pipeline (keras_repro.seed_everything).",
+                    subject=node.op,
+                )
+            )
         elif "AssignVariableOp" in ops and not random_ops and not layers_seeded:
-            findings.append(Finding(
-                "info" if seeded else "warning", "data-random-layers",
-                f"The tf.data stage {_stage(node.op)} updates a variable: a Keras random layer "
-                "(augmentation) advancing its seed generator, most likely.",
-                "Its values repeat only if the layer's seed is fixed: passed as seed=..., or "
-                "drawn after the global streams were seeded" + (" (they were)." if seeded else
-                                                               " (no seeding was recorded)."),
-                "Create the augmentation layers with seed=keras_repro.derive_seed(root, name).",
-                subject=node.op,
-            ))
+            findings.append(
+                Finding(
+                    "info" if seeded else "warning",
+                    "data-random-layers",
+                    f"The tf.data stage {_stage(node.op)} updates a variable: a Keras random layer "
+                    "(augmentation) advancing its seed generator, most likely.",
+                    "Its values repeat only if the layer's seed is fixed: passed as seed=..., or "
+                    "drawn after the global streams were seeded"
+                    + (" (they were)." if seeded else " (no seeding was recorded)."),
+                    "Create the augmentation layers with seed=keras_repro.derive_seed(root, name).",
+                    subject=node.op,
+                )
+            )
     return findings
 
 
@@ -232,10 +276,8 @@ def _captured_generators_seeded(graph, nodes, seeded_streams: tuple[int, ...]) -
         if isinstance(obj, keras.random.SeedGenerator):
             live.setdefault(int(keras.ops.convert_to_numpy(obj.state.value)[0]), obj)
     return all(
-        seed in live and (
-            live[seed].get_config().get("seed") is not None
-            or drawn_from_seeded_stream(live[seed], seeded_streams)
-        )
+        seed in live
+        and (live[seed].get_config().get("seed") is not None or drawn_from_seeded_stream(live[seed], seeded_streams))
         for seed in captured
     )
 
@@ -255,17 +297,20 @@ def check_array_shuffle(data: Any, context: AuditContext) -> list[Finding]:
         return []
     if not _is_array_data(data):
         return []
-    return [Finding(
-        "warning", "array-shuffle-unseeded",
-        "fit(shuffle=True) on in-memory arrays, with TensorFlow's global seed unset.",
-        "Keras shuffles arrays with tf.random.shuffle, whose seed comes from TensorFlow's "
-        "global seed; unset, it is drawn afresh in every process, so every run trains on "
-        "another data order (keras_repro.seed_model seeds the model, not this shuffle).",
-        "Seed it before fit (keras_repro.seed_everything(seed), or tf.random.set_seed), or "
-        "use a keras_repro.SeededModel, whose fit orders each epoch by "
-        "keras_repro.epoch_permutation.",
-        subject="fit(shuffle=True)",
-    )]
+    return [
+        Finding(
+            "warning",
+            "array-shuffle-unseeded",
+            "fit(shuffle=True) on in-memory arrays, with TensorFlow's global seed unset.",
+            "Keras shuffles arrays with tf.random.shuffle, whose seed comes from TensorFlow's "
+            "global seed; unset, it is drawn afresh in every process, so every run trains on "
+            "another data order (keras_repro.seed_model seeds the model, not this shuffle).",
+            "Seed it before fit (keras_repro.seed_everything(seed), or tf.random.set_seed), or "
+            "use a keras_repro.SeededModel, whose fit orders each epoch by "
+            "keras_repro.epoch_permutation.",
+            subject="fit(shuffle=True)",
+        )
+    ]
 
 
 def check_data(data: Any, context: AuditContext) -> list[Finding]:
@@ -274,16 +319,17 @@ def check_data(data: Any, context: AuditContext) -> list[Finding]:
     if tf is not None and isinstance(data, tf.data.Dataset):
         return _check_tf_dataset(data, context)
     if isinstance(data, keras.utils.PyDataset) and getattr(data, "workers", 1) > 1:
-        return [Finding(
-            "warning", "data-parallel-random",
-            f"The PyDataset runs {data.workers} workers.",
-            "Batches come back in order, but if __getitem__ draws from a shared random "
-            "generator (Python, NumPy global), which worker draws first changes from "
-            "run to run.",
-            "Draw per-batch randomness from a generator seeded with "
-            "keras_repro.derive_seed(root, 'batch', index), or use workers=1.",
-            subject=f"{type(data).__name__}(workers={data.workers})",
-        )]
+        return [
+            Finding(
+                "warning",
+                "data-parallel-random",
+                f"The PyDataset runs {data.workers} workers.",
+                "Batches come back in order, but if __getitem__ draws from a shared random "
+                "generator (Python, NumPy global), which worker draws first changes from "
+                "run to run.",
+                "Draw per-batch randomness from a generator seeded with "
+                "keras_repro.derive_seed(root, 'batch', index), or use workers=1.",
+                subject=f"{type(data).__name__}(workers={data.workers})",
+            )
+        ]
     return []
-
-

@@ -6,8 +6,11 @@ from typing import Any
 
 import keras
 
-from keras_repro import _compat, paths
-from keras_repro._audit_base import AuditContext, Finding, drawn_from_seeded_stream
+from keras_repro import _compat
+from keras_repro import paths
+from keras_repro._audit_base import AuditContext
+from keras_repro._audit_base import Finding
+from keras_repro._audit_base import drawn_from_seeded_stream
 
 __all__ = ["check_model"]
 
@@ -68,28 +71,33 @@ def check_model(model: keras.layers.Layer, context: AuditContext) -> list[Findin
         if owner is not None and not _can_draw(owner):
             continue  # never drawn from: its seed cannot change a result
         if drawn_from_seeded_stream(generator, context.seeded_streams):
-            findings.append(Finding(
-                "info", "unseeded-seed-generator",
-                f"The seed generator {path!r} was created without a seed, after the "
-                "global streams were seeded.",
-                "Its seed was drawn from Python's `random` after seeding, so it repeats "
-                "as long as the program builds the same layers in the same order; adding "
-                "or reordering layers before it changes its masks.",
-                "Pass seed=... to the layer, or use keras_repro.SeededModel / seed_model "
-                "(seeds keyed by layer path).",
-                subject=path,
-            ))
+            findings.append(
+                Finding(
+                    "info",
+                    "unseeded-seed-generator",
+                    f"The seed generator {path!r} was created without a seed, after the global streams were seeded.",
+                    "Its seed was drawn from Python's `random` after seeding, so it repeats "
+                    "as long as the program builds the same layers in the same order; adding "
+                    "or reordering layers before it changes its masks.",
+                    "Pass seed=... to the layer, or use keras_repro.SeededModel / seed_model "
+                    "(seeds keyed by layer path).",
+                    subject=path,
+                )
+            )
             continue
-        findings.append(Finding(
-            "warning", "unseeded-seed-generator",
-            f"The seed generator {path!r} was created without a seed.",
-            "Its seed was drawn from Python's `random` when the layer was built, so "
-            "it depends on everything constructed or drawn before it; its masks "
-            "change when layers are added, reordered or built in another order.",
-            "Pass seed=... to the layer (e.g. Dropout(0.5, seed=keras_repro."
-            "derive_seed(root, path))), or use keras_repro.SeededModel / seed_model.",
-            subject=path,
-        ))
+        findings.append(
+            Finding(
+                "warning",
+                "unseeded-seed-generator",
+                f"The seed generator {path!r} was created without a seed.",
+                "Its seed was drawn from Python's `random` when the layer was built, so "
+                "it depends on everything constructed or drawn before it; its masks "
+                "change when layers are added, reordered or built in another order.",
+                "Pass seed=... to the layer (e.g. Dropout(0.5, seed=keras_repro."
+                "derive_seed(root, path))), or use keras_repro.SeededModel / seed_model.",
+                subject=path,
+            )
+        )
     by_instance: dict[int, list[str]] = {}
     instances: dict[int, Any] = {}
     unseeded: list[str] = []
@@ -107,30 +115,36 @@ def check_model(model: keras.layers.Layer, context: AuditContext) -> list[Findin
     for key, wheres in by_instance.items():
         owners = {w.rsplit("/", 1)[0] for w in wheres}
         if len(owners) > 1:
-            findings.append(Finding(
-                "warning", "shared-initializer",
-                f"One {type(instances[key]).__name__} instance is used by {len(wheres)} "
-                f"weights: {', '.join(wheres)}.",
-                "An initializer instance with an int seed (or none, drawn once at its "
-                "construction) produces the same values on every call, so weights of the "
-                "same shape start identical, silently.",
-                "Give each layer its own initializer: a string name, or "
-                "keras_repro.initializers.SeededInitializers(seed) which hands out a fresh, "
-                "distinctly seeded one per call.",
-                subject=wheres[0],
-            ))
+            findings.append(
+                Finding(
+                    "warning",
+                    "shared-initializer",
+                    f"One {type(instances[key]).__name__} instance is used by {len(wheres)} "
+                    f"weights: {', '.join(wheres)}.",
+                    "An initializer instance with an int seed (or none, drawn once at its "
+                    "construction) produces the same values on every call, so weights of the "
+                    "same shape start identical, silently.",
+                    "Give each layer its own initializer: a string name, or "
+                    "keras_repro.initializers.SeededInitializers(seed) which hands out a fresh, "
+                    "distinctly seeded one per call.",
+                    subject=wheres[0],
+                )
+            )
     if unseeded:
         shown = ", ".join(unseeded[:5]) + (f" and {len(unseeded) - 5} more" if len(unseeded) > 5 else "")
-        findings.append(Finding(
-            "info", "unseeded-initializer",
-            f"{len(unseeded)} random initializers have no seed: {shown}.",
-            "Their seeds were drawn from Python's `random` at construction: reproducible "
-            "only if the model is built in the same order after the same seeding, and "
-            "they change when a layer is inserted before them.",
-            "Use keras_repro.initializers factories with a key per weight, or "
-            "keras_repro.SeededModel / seed_model.",
-            subject=unseeded[0],
-        ))
+        findings.append(
+            Finding(
+                "info",
+                "unseeded-initializer",
+                f"{len(unseeded)} random initializers have no seed: {shown}.",
+                "Their seeds were drawn from Python's `random` at construction: reproducible "
+                "only if the model is built in the same order after the same seeding, and "
+                "they change when a layer is inserted before them.",
+                "Use keras_repro.initializers factories with a key per weight, or "
+                "keras_repro.SeededModel / seed_model.",
+                subject=unseeded[0],
+            )
+        )
     if context.gpus:
         findings += _check_gpu_kernels(layers, context)
     findings += _check_jit(model, context)
@@ -144,18 +158,21 @@ def _check_gpu_kernels(layers: dict[str, keras.layers.Layer], context: AuditCont
     findings = []
     for path, layer in layers.items():
         if isinstance(layer, keras.layers.Resizing) and getattr(layer, "interpolation", None) == "nearest":
-            findings.append(Finding(
-                "warning", "gpu-no-deterministic-kernel",
-                f"Layer {path!r} resizes with 'nearest' interpolation on a GPU machine.",
-                "TensorFlow has no deterministic GPU kernel for its gradient "
-                "(ResizeNearestNeighborGrad): with op determinism on, training raises "
-                "UnimplementedError when a gradient flows through it; with it off, the "
-                "gradient is nondeterministic.",
-                "Use interpolation='bilinear', or keras.layers.UpSampling2D "
-                "(nearest upsampling by repetition), or keep the layer before any "
-                "trainable layer.",
-                subject=path,
-            ))
+            findings.append(
+                Finding(
+                    "warning",
+                    "gpu-no-deterministic-kernel",
+                    f"Layer {path!r} resizes with 'nearest' interpolation on a GPU machine.",
+                    "TensorFlow has no deterministic GPU kernel for its gradient "
+                    "(ResizeNearestNeighborGrad): with op determinism on, training raises "
+                    "UnimplementedError when a gradient flows through it; with it off, the "
+                    "gradient is nondeterministic.",
+                    "Use interpolation='bilinear', or keras.layers.UpSampling2D "
+                    "(nearest upsampling by repetition), or keep the layer before any "
+                    "trainable layer.",
+                    subject=path,
+                )
+            )
     return findings
 
 
@@ -166,33 +183,39 @@ def _check_jit(model: keras.layers.Layer, context: AuditContext) -> list[Finding
     if jit is not True:
         return []
     if context.op_determinism:
-        return [Finding(
-            "warning", "jit-compile",
-            "The model was compiled with jit_compile=True before op determinism was turned on.",
-            "Keras turns XLA off (jit_compile=False) when op determinism is already on at "
-            "compile(), but not when it is turned on later: a run that enables determinism "
-            "before compile() runs different kernels and differs in the last bits. "
-            "DeterminismCallback applies Keras' rule at fit start.",
-            "Call keras_repro.enable_determinism() before compile(), or compile with "
-            "jit_compile=False.",
-        )]
+        return [
+            Finding(
+                "warning",
+                "jit-compile",
+                "The model was compiled with jit_compile=True before op determinism was turned on.",
+                "Keras turns XLA off (jit_compile=False) when op determinism is already on at "
+                "compile(), but not when it is turned on later: a run that enables determinism "
+                "before compile() runs different kernels and differs in the last bits. "
+                "DeterminismCallback applies Keras' rule at fit start.",
+                "Call keras_repro.enable_determinism() before compile(), or compile with jit_compile=False.",
+            )
+        ]
     if context.gpus:
-        return [Finding(
-            "error", "jit-compile",
-            "The model runs with XLA (jit_compile=True) on a GPU without op determinism.",
-            "XLA's GPU backend autotunes and may use atomic reductions (e.g. in scatter), "
-            "whose order changes from run to run.",
-            "Call keras_repro.enable_determinism() before compile() (Keras then turns XLA "
-            "off), or compile with jit_compile=False.",
-        )]
-    return [Finding(
-        "info", "jit-compile",
-        "The model runs with XLA (jit_compile=True) on CPU.",
-        "XLA on CPU repeats itself, but its fused kernels round differently from the "
-        "non-XLA ones, and Keras turns XLA off when op determinism is on at compile(): "
-        "runs that differ in either setting differ in the last bits.",
-        "Keep jit_compile and the moment determinism is enabled the same in every run "
-        "(simplest: enable_determinism() before compile()).",
-    )]
-
-
+        return [
+            Finding(
+                "error",
+                "jit-compile",
+                "The model runs with XLA (jit_compile=True) on a GPU without op determinism.",
+                "XLA's GPU backend autotunes and may use atomic reductions (e.g. in scatter), "
+                "whose order changes from run to run.",
+                "Call keras_repro.enable_determinism() before compile() (Keras then turns XLA "
+                "off), or compile with jit_compile=False.",
+            )
+        ]
+    return [
+        Finding(
+            "info",
+            "jit-compile",
+            "The model runs with XLA (jit_compile=True) on CPU.",
+            "XLA on CPU repeats itself, but its fused kernels round differently from the "
+            "non-XLA ones, and Keras turns XLA off when op determinism is on at compile(): "
+            "runs that differ in either setting differ in the last bits.",
+            "Keep jit_compile and the moment determinism is enabled the same in every run "
+            "(simplest: enable_determinism() before compile()).",
+        )
+    ]

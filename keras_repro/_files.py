@@ -14,7 +14,8 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
+from typing import Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 

@@ -11,20 +11,22 @@ before training the rest. It does not import the model classes.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import keras
 
-from keras_repro import _compat, data
+from keras_repro import _compat
+from keras_repro import data
 from keras_repro.seeding import seed_new
-from keras_repro.seeds import (
-    derive_seed,
-    get_root_seed,
-    rng_state,
-    seed_everything,
-    set_rng_state,
-)
-from keras_repro.state import ResumePoint, set_mid_epoch_resumable, set_resume_point
+from keras_repro.seeds import derive_seed
+from keras_repro.seeds import get_root_seed
+from keras_repro.seeds import rng_state
+from keras_repro.seeds import seed_everything
+from keras_repro.seeds import set_rng_state
+from keras_repro.state import ResumePoint
+from keras_repro.state import set_mid_epoch_resumable
+from keras_repro.state import set_resume_point
 
 
 def fit(
@@ -89,7 +91,10 @@ def fit(
 
         def stream_from(first_batch):
             return data.batch_stream(
-                packed, seed=seed, batch_size=stream_batch_size, start=first_batch,
+                packed,
+                seed=seed,
+                batch_size=stream_batch_size,
+                start=first_batch,
                 within_batch=shuffle == "batch",
             )
 
@@ -101,18 +106,28 @@ def fit(
         y = sample_weight = batch_size = None
         shuffle = False
     common = dict(
-        verbose=verbose, validation_split=validation_split, validation_data=validation_data,
-        shuffle=shuffle, class_weight=class_weight, validation_steps=validation_steps,
-        validation_batch_size=validation_batch_size, validation_freq=validation_freq, **kwargs,
+        verbose=verbose,
+        validation_split=validation_split,
+        validation_data=validation_data,
+        shuffle=shuffle,
+        class_weight=class_weight,
+        validation_steps=validation_steps,
+        validation_batch_size=validation_batch_size,
+        validation_freq=validation_freq,
+        **kwargs,
     )
     if point is not None and point.step > 0:
-        return _fit_from_mid_epoch(
-            model, keras_fit, point, stream_from, epochs, steps_per_epoch, callbacks, common
-        )
+        return _fit_from_mid_epoch(model, keras_fit, point, stream_from, epochs, steps_per_epoch, callbacks, common)
     return keras_fit(
-        x=x, y=y, batch_size=batch_size, epochs=epochs, callbacks=callbacks,
-        sample_weight=sample_weight, initial_epoch=initial_epoch,
-        steps_per_epoch=steps_per_epoch, **common,
+        x=x,
+        y=y,
+        batch_size=batch_size,
+        epochs=epochs,
+        callbacks=callbacks,
+        sample_weight=sample_weight,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=steps_per_epoch,
+        **common,
     )
 
 
@@ -125,23 +140,34 @@ def _fit_from_mid_epoch(model, keras_fit, point, stream_from, epochs, steps_per_
     from `point.step`, as in the uninterrupted run.
     """
     callbacks = _OneRun(
-        callbacks, add_history=True, add_progbar=common["verbose"] != 0,
-        verbose=common["verbose"], epochs=epochs, steps=steps_per_epoch, model=model,
+        callbacks,
+        add_history=True,
+        add_progbar=common["verbose"] != 0,
+        verbose=common["verbose"],
+        epochs=epochs,
+        steps=steps_per_epoch,
+        model=model,
     )
     callbacks.batch_offset = point.step
     callbacks.last_phase = point.epoch + 1 >= epochs
     history = keras_fit(
-        x=stream_from(point.epoch * steps_per_epoch + point.step), epochs=point.epoch + 1,
-        initial_epoch=point.epoch, steps_per_epoch=steps_per_epoch - point.step,
-        callbacks=callbacks, **common,
+        x=stream_from(point.epoch * steps_per_epoch + point.step),
+        epochs=point.epoch + 1,
+        initial_epoch=point.epoch,
+        steps_per_epoch=steps_per_epoch - point.step,
+        callbacks=callbacks,
+        **common,
     )
     if callbacks.last_phase or model.stop_training:
         return history
     callbacks.batch_offset, callbacks.last_phase = 0, True
     return keras_fit(
-        x=stream_from((point.epoch + 1) * steps_per_epoch), epochs=epochs,
-        initial_epoch=point.epoch + 1, steps_per_epoch=steps_per_epoch,
-        callbacks=callbacks, **common,
+        x=stream_from((point.epoch + 1) * steps_per_epoch),
+        epochs=epochs,
+        initial_epoch=point.epoch + 1,
+        steps_per_epoch=steps_per_epoch,
+        callbacks=callbacks,
+        **common,
     )
 
 

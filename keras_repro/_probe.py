@@ -15,13 +15,20 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import keras
 
-from keras_repro import _files, paths
-from keras_repro.fingerprint import digest_array, fingerprint_details, fingerprint_variables, tracked_state, training_step
-from keras_repro.seeds import rng_state, set_rng_state
+from keras_repro import _files
+from keras_repro import paths
+from keras_repro.fingerprint import digest_array
+from keras_repro.fingerprint import fingerprint_details
+from keras_repro.fingerprint import fingerprint_variables
+from keras_repro.fingerprint import tracked_state
+from keras_repro.fingerprint import training_step
+from keras_repro.seeds import rng_state
+from keras_repro.seeds import set_rng_state
 
 __all__ = ["PROBE_FORMAT", "PROBE_VERSION", "ProbeComplete", "install"]
 
@@ -29,8 +36,6 @@ PROBE_FORMAT = "keras_repro.probe"
 PROBE_VERSION = 1
 # Op types that say nothing about what a layer computes.
 _PLUMBING = frozenset({"Placeholder", "NoOp", "Const", "Identity", "ReadVariableOp"})
-
-
 
 
 class ProbeComplete(BaseException):
@@ -200,12 +205,20 @@ def _forward_backward(model: keras.Model, x: Any, y: Any, sample_weight: Any) ->
             outputs = call(*args, **kwargs)
             index = counts.get(path, 0)
             counts[path] = index + 1
-            calls.append({
-                "layer": path, "index": index, "class": type(layer).__name__,
-                "start": start, "end": clock[0], "_inputs": inputs, "_outputs": _floats(tf, outputs),
-                "_layer": layer, "_args": (args, kwargs) if index == 0 else None,
-                "variables": [p for p, v in paths.weight_paths(layer).items() if v.trainable],
-            })
+            calls.append(
+                {
+                    "layer": path,
+                    "index": index,
+                    "class": type(layer).__name__,
+                    "start": start,
+                    "end": clock[0],
+                    "_inputs": inputs,
+                    "_outputs": _floats(tf, outputs),
+                    "_layer": layer,
+                    "_args": (args, kwargs) if index == 0 else None,
+                    "variables": [p for p, v in paths.weight_paths(layer).items() if v.trainable],
+                }
+            )
             clock[0] += 1
             return outputs
 
@@ -268,7 +281,7 @@ def _op_types(layer: keras.layers.Layer, args: Any) -> dict[str, list[str]]:
     return {"op_types": sorted(found[0]), "gradient_op_types": sorted(found[1] - found[0])}
 
 
-def install(output: str, fit: int, step: int) -> "_Probe":
+def install(output: str, fit: int, step: int) -> _Probe:
     """Probes training step `step` of fit number `fit` of this process into `output`.
 
     Returns:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Iterable, Mapping
+from collections.abc import Iterable
+from collections.abc import Mapping
 
 __all__ = ["child_environment", "without_framework_logs"]
 

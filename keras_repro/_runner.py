@@ -18,13 +18,15 @@ import runpy
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Callable, Sequence, Union
 
 import keras
 
 from keras_repro import _validate
-from keras_repro._procs import child_environment, without_framework_logs
+from keras_repro._procs import child_environment
+from keras_repro._procs import without_framework_logs
 from keras_repro.audit import audit
 from keras_repro.callbacks import DeterminismCallback
 
@@ -56,7 +58,7 @@ def run_once(
     args: Sequence[str],
     run: int,
     folder: Path,
-    every: Union[str, int],
+    every: str | int,
     progress: Callable[[str], None] | None,
     probe: tuple[Path, int, int] | None = None,
 ) -> None:
@@ -86,13 +88,17 @@ def run_once(
     with open(folder / "stdout.txt", "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "keras_repro._runner", str(script), *args],
-            stdout=out, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, text=True,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            text=True,
         )
         errors: list[str] = []
         for line in proc.stderr:  # progress marks are consumed, the rest kept
             if line.startswith(PROGRESS_MARK):
                 if progress is not None:
-                    progress(f"run {run}: {line[len(PROGRESS_MARK):].strip()}")
+                    progress(f"run {run}: {line[len(PROGRESS_MARK) :].strip()}")
             else:
                 errors.append(line)
         proc.wait()
@@ -123,7 +129,7 @@ class _Progress(keras.callbacks.Callback):
         sys.stderr.flush()
 
 
-def _instrument(trace: str, every: Union[str, int]) -> None:
+def _instrument(trace: str, every: str | int) -> None:
     recorder = DeterminismCallback(trace=trace, every=every, deterministic_ops=False, audit="off")
     original = keras.Model.fit
     signature = inspect.signature(original)
@@ -138,9 +144,7 @@ def _instrument(trace: str, every: Union[str, int]) -> None:
         callbacks = bound.arguments.get("callbacks") or []
         # Recorded with the trace (the recorder's own audit is off: it cannot
         # see fit's data); a divergence names those that can explain it.
-        recorder.findings = audit(
-            self, data=bound.arguments.get("x"), shuffle=bound.arguments.get("shuffle", True)
-        )
+        recorder.findings = audit(self, data=bound.arguments.get("x"), shuffle=bound.arguments.get("shuffle", True))
         bound.arguments["callbacks"] = [*callbacks, recorder, _Progress(fits[0])]
         fits[0] += 1
         local.active = True

@@ -25,21 +25,25 @@ from typing import Any
 import keras
 
 from keras_repro import _compat
-from keras_repro._audit_base import SEVERITIES, AuditContext, AuditError, Finding
-from keras_repro._audit_data import check_array_shuffle, check_data
+from keras_repro._audit_base import SEVERITIES
+from keras_repro._audit_base import AuditContext
+from keras_repro._audit_base import AuditError
+from keras_repro._audit_base import Finding
+from keras_repro._audit_data import check_array_shuffle
+from keras_repro._audit_data import check_data
 from keras_repro._audit_model import check_model
-from keras_repro.determinism import (
-    DETERMINISTIC_CUBLAS_WORKSPACE,
-    JAX_DETERMINISTIC_FLAG,
-    START_ONLY_ENV_VARS,
-    determinism_enabled,
-    tf_global_seed,
-    tf_op_determinism_enabled,
-    xla_flags_deterministic,
-)
+from keras_repro.determinism import DETERMINISTIC_CUBLAS_WORKSPACE
+from keras_repro.determinism import JAX_DETERMINISTIC_FLAG
+from keras_repro.determinism import START_ONLY_ENV_VARS
+from keras_repro.determinism import determinism_enabled
+from keras_repro.determinism import tf_global_seed
+from keras_repro.determinism import tf_op_determinism_enabled
+from keras_repro.determinism import xla_flags_deterministic
 from keras_repro.seeding import seeds_global_streams_in_fit
-from keras_repro.seeds import derive_seed, get_root_seed, hashseed_set_at_start, initial_environ
-
+from keras_repro.seeds import derive_seed
+from keras_repro.seeds import get_root_seed
+from keras_repro.seeds import hashseed_set_at_start
+from keras_repro.seeds import initial_environ
 
 __all__ = ["SEVERITIES", "AuditError", "Finding", "audit"]
 
@@ -86,70 +90,87 @@ def _keras_seed() -> int | None:
 def _check_process(gpus: list[str], model: keras.layers.Layer | None) -> list[Finding]:
     findings = []
     if not hashseed_set_at_start():
-        findings.append(Finding(
-            "warning", "hashseed-unset",
-            "PYTHONHASHSEED was not set when this Python process started.",
-            "String hashing is randomized per process, so the iteration order of sets "
-            "(and of anything built from them) can differ between runs; setting it "
-            "inside the program does not change the running interpreter.",
-            "Start the program as `PYTHONHASHSEED=0 python train.py`.",
-        ))
+        findings.append(
+            Finding(
+                "warning",
+                "hashseed-unset",
+                "PYTHONHASHSEED was not set when this Python process started.",
+                "String hashing is randomized per process, so the iteration order of sets "
+                "(and of anything built from them) can differ between runs; setting it "
+                "inside the program does not change the running interpreter.",
+                "Start the program as `PYTHONHASHSEED=0 python train.py`.",
+            )
+        )
     # A SeededModel seeds the global streams from its own seed when fit starts.
     if get_root_seed() is None and not seeds_global_streams_in_fit(model):
         other = _keras_seed() is not None or tf_global_seed() is not None
-        findings.append(Finding(
-            "warning" if other else "error", "root-seed-unset",
-            "No root seed was recorded with keras_repro.seed_everything"
-            + (" (some streams were seeded another way)." if other else "; nothing is seeded."),
-            "Initial weights, Dropout masks and data order then come from whatever "
-            "state the global random streams were in, and no record of the seed goes "
-            "into the manifest or trace.",
-            "Call keras_repro.seed_everything(seed) at the top of the program, before "
-            "building the model.",
-        ))
+        findings.append(
+            Finding(
+                "warning" if other else "error",
+                "root-seed-unset",
+                "No root seed was recorded with keras_repro.seed_everything"
+                + (" (some streams were seeded another way)." if other else "; nothing is seeded."),
+                "Initial weights, Dropout masks and data order then come from whatever "
+                "state the global random streams were in, and no record of the seed goes "
+                "into the manifest or trace.",
+                "Call keras_repro.seed_everything(seed) at the top of the program, before building the model.",
+            )
+        )
     if not determinism_enabled():
-        findings.append(Finding(
-            "error" if gpus else "warning", "op-determinism-off",
-            f"Deterministic kernels are off for the {_backend()} backend"
-            + (f" with GPUs present ({', '.join(gpus)})." if gpus else "."),
-            "GPU kernels (cuDNN convolutions, reductions with atomics) may sum in a "
-            "different order on every run; on CPU, parallel tf.data maps with random "
-            "ops are not reproducible either.",
-            "Call keras_repro.enable_determinism() before compile(), or use "
-            "DeterminismCallback(deterministic_ops=True).",
-        ))
+        findings.append(
+            Finding(
+                "error" if gpus else "warning",
+                "op-determinism-off",
+                f"Deterministic kernels are off for the {_backend()} backend"
+                + (f" with GPUs present ({', '.join(gpus)})." if gpus else "."),
+                "GPU kernels (cuDNN convolutions, reductions with atomics) may sum in a "
+                "different order on every run; on CPU, parallel tf.data maps with random "
+                "ops are not reproducible either.",
+                "Call keras_repro.enable_determinism() before compile(), or use "
+                "DeterminismCallback(deterministic_ops=True).",
+            )
+        )
     initial = initial_environ()
     if initial is not None:
         for name in START_ONLY_ENV_VARS:
             if os.environ.get(name) != initial.get(name):
-                findings.append(Finding(
-                    "warning", "env-changed-after-start",
-                    f"{name} was changed after the process started "
-                    f"(at start: {initial.get(name)!r}, now: {os.environ.get(name)!r}).",
-                    f"{name} is read once, when the framework or CUDA library initializes; "
-                    "a later change may or may not take effect depending on what already ran.",
-                    f"Set {name} on the command line or in the environment before starting Python.",
-                    subject=name,
-                ))
+                findings.append(
+                    Finding(
+                        "warning",
+                        "env-changed-after-start",
+                        f"{name} was changed after the process started "
+                        f"(at start: {initial.get(name)!r}, now: {os.environ.get(name)!r}).",
+                        f"{name} is read once, when the framework or CUDA library initializes; "
+                        "a later change may or may not take effect depending on what already ran.",
+                        f"Set {name} on the command line or in the environment before starting Python.",
+                        subject=name,
+                    )
+                )
     backend = _backend()
     if gpus and backend == "torch" and "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
-        findings.append(Finding(
-            "error", "env-missing-at-start",
-            "CUBLAS_WORKSPACE_CONFIG is not set on a CUDA machine.",
-            "Without it cuBLAS may use nondeterministic reductions and torch's "
-            "deterministic mode raises for affected ops.",
-            f"Start the program as `CUBLAS_WORKSPACE_CONFIG={DETERMINISTIC_CUBLAS_WORKSPACE} python train.py`.",
-            subject="CUBLAS_WORKSPACE_CONFIG",
-        ))
+        findings.append(
+            Finding(
+                "error",
+                "env-missing-at-start",
+                "CUBLAS_WORKSPACE_CONFIG is not set on a CUDA machine.",
+                "Without it cuBLAS may use nondeterministic reductions and torch's "
+                "deterministic mode raises for affected ops.",
+                f"Start the program as `CUBLAS_WORKSPACE_CONFIG={DETERMINISTIC_CUBLAS_WORKSPACE} python train.py`.",
+                subject="CUBLAS_WORKSPACE_CONFIG",
+            )
+        )
     if gpus and backend == "jax" and not xla_flags_deterministic():
-        findings.append(Finding(
-            "error", "env-missing-at-start",
-            f"XLA_FLAGS lacks {JAX_DETERMINISTIC_FLAG} on a GPU machine.",
-            "XLA's GPU backend autotunes and uses atomics unless told to be deterministic, "
-            "and JAX only reads the flag at start.",
-            f"Start the program as `XLA_FLAGS={JAX_DETERMINISTIC_FLAG} python train.py`.",
-            subject="XLA_FLAGS",
-        ))
+        findings.append(
+            Finding(
+                "error",
+                "env-missing-at-start",
+                f"XLA_FLAGS lacks {JAX_DETERMINISTIC_FLAG} on a GPU machine.",
+                "XLA's GPU backend autotunes and uses atomics unless told to be deterministic, "
+                "and JAX only reads the flag at start.",
+                f"Start the program as `XLA_FLAGS={JAX_DETERMINISTIC_FLAG} python train.py`.",
+                subject="XLA_FLAGS",
+            )
+        )
     return findings
 
 
@@ -163,7 +184,6 @@ def _seeded_python_streams() -> list[int]:
     if keras_seed is not None:
         found.append(int(keras_seed))  # keras.utils.set_random_seed seeds `random` with it
     return found
-
 
 
 def audit(model: keras.layers.Layer | None = None, data: Any = None, *, shuffle: bool = True) -> list[Finding]:
@@ -210,8 +230,7 @@ def audit(model: keras.layers.Layer | None = None, data: Any = None, *, shuffle:
     """
     if model is not None and not isinstance(model, keras.layers.Layer):
         raise TypeError(
-            f"Invalid model: {model!r} (of type {type(model).__name__}). Expected a Keras "
-            "model or layer, or None."
+            f"Invalid model: {model!r} (of type {type(model).__name__}). Expected a Keras model or layer, or None."
         )
     findings: list[Finding] = []
     try:
@@ -251,12 +270,14 @@ def _model_seeded_explicitly(findings: list[Finding]) -> list[Finding]:
     streams, which other findings (data order, ...) name where they matter.
     """
     model_randomness = {"unseeded-initializer", "shared-initializer"}
-    if any(f.code in model_randomness or (f.code == "unseeded-seed-generator" and f.severity != "info")
-           for f in findings):
+    if any(
+        f.code in model_randomness or (f.code == "unseeded-seed-generator" and f.severity != "info") for f in findings
+    ):
         return findings
     return [
         Finding(
-            "info", f.code,
+            "info",
+            f.code,
             "No root seed was recorded with keras_repro.seed_everything; the model's initializers "
             "and seed generators are seeded explicitly (or never draw).",
             "The global random streams stay unseeded: anything that draws from them (Keras' "
@@ -264,14 +285,17 @@ def _model_seeded_explicitly(findings: list[Finding]) -> list[Finding]:
             "differs between runs, and no record of a seed goes into the manifest or trace.",
             f.fix,
             subject=f.subject,
-        ) if f.code == "root-seed-unset" else f
+        )
+        if f.code == "root-seed-unset"
+        else f
         for f in findings
     ]
 
 
 def _check_failed(name: str, error: Exception) -> Finding:
     return Finding(
-        "info", "audit-check-failed",
+        "info",
+        "audit-check-failed",
         f"The {name} check could not run ({type(error).__name__}: {error}).",
         "What it looks for was not checked.",
         "Report this with the model and environment that triggered it.",

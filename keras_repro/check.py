@@ -26,15 +26,22 @@ import dataclasses
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence, Union
+from typing import Any
 
 from keras_repro import _validate
-from keras_repro._runner import ScriptError, run_once
-from keras_repro.locate import Location, locate as locate_divergence
-from keras_repro.trace import Divergence, diff_traces, load_trace
+from keras_repro._runner import ScriptError
+from keras_repro._runner import run_once
+from keras_repro.locate import Location
+from keras_repro.locate import locate as locate_divergence
+from keras_repro.trace import Divergence
+from keras_repro.trace import diff_traces
+from keras_repro.trace import load_trace
 
 __all__ = ["CheckResult", "ScriptError", "check_script"]
+
 
 @dataclasses.dataclass(frozen=True)
 class CheckResult:
@@ -109,7 +116,7 @@ class CheckResult:
         return "\n".join(lines)
 
 
-def _check_arguments(script: Any, runs: Any, every: Any) -> tuple[Path, int, Union[str, int]]:
+def _check_arguments(script: Any, runs: Any, every: Any) -> tuple[Path, int, str | int]:
     path = Path(os.fspath(script))
     if not path.is_file():
         raise FileNotFoundError(f"script not found: {path}")
@@ -120,11 +127,11 @@ def _check_arguments(script: Any, runs: Any, every: Any) -> tuple[Path, int, Uni
 
 
 def check_script(
-    script: Union[str, os.PathLike],
+    script: str | os.PathLike,
     args: Sequence[str] = (),
     runs: int = 2,
-    every: Union[str, int] = "epoch",
-    keep: Union[str, os.PathLike, None] = None,
+    every: str | int = "epoch",
+    keep: str | os.PathLike | None = None,
     progress: Callable[[str], None] | None = None,
     locate: bool = False,
 ) -> CheckResult:

@@ -12,8 +12,8 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from keras_repro import _validate
 
@@ -60,10 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("script", help="the training script")
     check.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the script")
     check.add_argument("--runs", type=_runs, default=2, help="number of runs to compare (default 2)")
-    check.add_argument("--every", type=_every, default="epoch", help="record every epoch (default), batch, or N batches")
+    check.add_argument(
+        "--every", type=_every, default="epoch", help="record every epoch (default), batch, or N batches"
+    )
     check.add_argument("--keep", metavar="DIR", help="keep the traces and the script's output in DIR")
     check.add_argument(
-        "--locate", action="store_true",
+        "--locate",
+        action="store_true",
         help="when the runs differ, run the script again to find where the difference enters "
         "(the data, a layer's forward or backward pass, the optimizer)",
     )
@@ -76,15 +79,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--runs", type=_runs, default=3, help="runs of each kind (default 3)")
 
-    env = sub.add_parser("env", help="print this machine's manifest and the audit findings",
-                         description="Prints the environment manifest (versions, devices, CPU, env vars, "
-                         "determinism status) and the audit findings for this process.")
+    env = sub.add_parser(
+        "env",
+        help="print this machine's manifest and the audit findings",
+        description="Prints the environment manifest (versions, devices, CPU, env vars, "
+        "determinism status) and the audit findings for this process.",
+    )
     env.add_argument("--json", action="store_true", help="print JSON instead of text")
 
-    diff = sub.add_parser("diff", help="compare two manifests or two traces",
-                          description="Compares two manifests (keras-repro env --json, or write_manifest) "
-                          "or two traces (DeterminismCallback). Exit 0: nothing that can change results "
-                          "differs; 1: something does.")
+    diff = sub.add_parser(
+        "diff",
+        help="compare two manifests or two traces",
+        description="Compares two manifests (keras-repro env --json, or write_manifest) "
+        "or two traces (DeterminismCallback). Exit 0: nothing that can change results "
+        "differs; 1: something does.",
+    )
     diff.add_argument("a")
     diff.add_argument("b")
     return parser
@@ -96,11 +105,17 @@ def _progress(line: str) -> None:
 
 
 def _cmd_check(args) -> int:
-    from keras_repro.check import ScriptError, check_script
+    from keras_repro.check import ScriptError
+    from keras_repro.check import check_script
 
     try:
         result = check_script(
-            args.script, args.args, runs=args.runs, every=args.every, keep=args.keep, progress=_progress,
+            args.script,
+            args.args,
+            runs=args.runs,
+            every=args.every,
+            keep=args.keep,
+            progress=_progress,
             locate=args.locate,
         )
     except (FileNotFoundError, PermissionError, ValueError) as e:
@@ -124,8 +139,10 @@ def _cmd_demo(args) -> int:
     plain = {r.fingerprint for r in runs if r.kind == "plain Keras"}
     ours = {r.fingerprint for r in runs if r.kind == "keras_repro"}
     print(f"\nplain Keras: {len(plain)} different results in {args.runs} runs")
-    print(f"keras_repro: {'identical' if len(ours) == 1 else 'DIFFERENT'} results in {args.runs} runs "
-          "(SeededModel(seed=42), no global seeding)")
+    print(
+        f"keras_repro: {'identical' if len(ours) == 1 else 'DIFFERENT'} results in {args.runs} runs "
+        "(SeededModel(seed=42), no global seeding)"
+    )
     return EXIT_OK if len(ours) == 1 else EXIT_DIFFERENT
 
 
@@ -156,7 +173,8 @@ def _cmd_env(args) -> int:
 def _load_either(path: str):
     """A trace or a manifest, by content."""
     from keras_repro.manifest import read_manifest
-    from keras_repro.trace import TRACE_FORMAT, load_trace
+    from keras_repro.trace import TRACE_FORMAT
+    from keras_repro.trace import load_trace
 
     file = Path(path)
     if not file.is_file():

@@ -43,7 +43,6 @@ data.read()   # 16 hex digits for the batches trained on so far
 
 from __future__ import annotations
 
-
 import keras
 
 __all__ = ["DataFingerprint", "peek_state", "restore_state"]

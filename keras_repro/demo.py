@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from keras_repro import _validate
-from keras_repro._procs import child_environment, without_framework_logs
+from keras_repro._procs import child_environment
+from keras_repro._procs import without_framework_logs
 
 __all__ = ["DemoRun", "run_demo", "train_sequence_model"]
 

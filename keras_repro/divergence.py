@@ -25,7 +25,9 @@ different initial weights), and the earlier notes it connects to.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable
+from collections.abc import Mapping
+from typing import Any
 
 from keras_repro.manifest import ManifestDifference
 from keras_repro.seeds import ReproducibilityWarning
@@ -53,11 +55,22 @@ _SHOWN = 5  # names shown in a message
 # Manifest keys that only steer kernels run during training: they cannot
 # explain different initial weights (initializers are stateless RNG kernels).
 _KERNEL_ONLY_KEYS = (
-    "tensorflow.threads", "tensorflow.op_determinism", "tensorflow.tf32", "determinism",
-    "cpu.count", "cpu.affinity", "env.TF_DETERMINISTIC_OPS", "env.TF_CUDNN_DETERMINISTIC",
-    "env.TF_CUDNN_USE_AUTOTUNE", "env.OMP_NUM_THREADS", "env.MKL_NUM_THREADS",
-    "env.OPENBLAS_NUM_THREADS", "env.TF_NUM_INTRAOP_THREADS", "env.TF_NUM_INTEROP_THREADS",
-    "env.CUBLAS_WORKSPACE_CONFIG", "env.NVIDIA_TF32_OVERRIDE",
+    "tensorflow.threads",
+    "tensorflow.op_determinism",
+    "tensorflow.tf32",
+    "determinism",
+    "cpu.count",
+    "cpu.affinity",
+    "env.TF_DETERMINISTIC_OPS",
+    "env.TF_CUDNN_DETERMINISTIC",
+    "env.TF_CUDNN_USE_AUTOTUNE",
+    "env.OMP_NUM_THREADS",
+    "env.MKL_NUM_THREADS",
+    "env.OPENBLAS_NUM_THREADS",
+    "env.TF_NUM_INTRAOP_THREADS",
+    "env.TF_NUM_INTEROP_THREADS",
+    "env.CUBLAS_WORKSPACE_CONFIG",
+    "env.NVIDIA_TF32_OVERRIDE",
 )
 
 # Which audit findings can explain which kind of divergence, the most specific
@@ -65,12 +78,24 @@ _KERNEL_ONLY_KEYS = (
 _FINDINGS_EXPLAIN: dict[str, tuple[str, ...]] = {
     "start": ("unseeded-initializer", "shared-initializer", "root-seed-unset", "hashseed-unset"),
     "data": (
-        "array-shuffle-unseeded", "data-unseeded-shuffle", "data-unseeded-random", "data-parallel-random",
-        "data-random-layers", "data-nondeterministic-order", "root-seed-unset", "hashseed-unset",
+        "array-shuffle-unseeded",
+        "data-unseeded-shuffle",
+        "data-unseeded-random",
+        "data-parallel-random",
+        "data-random-layers",
+        "data-nondeterministic-order",
+        "root-seed-unset",
+        "hashseed-unset",
     ),
     "step": (
-        "gpu-no-deterministic-kernel", "op-determinism-off", "jit-compile", "unseeded-seed-generator",
-        "env-changed-after-start", "env-missing-at-start", "root-seed-unset", "hashseed-unset",
+        "gpu-no-deterministic-kernel",
+        "op-determinism-off",
+        "jit-compile",
+        "unseeded-seed-generator",
+        "env-changed-after-start",
+        "env-missing-at-start",
+        "root-seed-unset",
+        "hashseed-unset",
     ),
     "rng": ("unseeded-seed-generator", "root-seed-unset", "hashseed-unset"),
     "length": (),
@@ -327,9 +352,7 @@ class RecordComparator:
         self.divergence = self._compare(a, b)
         return self.divergence
 
-    def _divergence(
-        self, kind: str, record: Mapping[str, Any], variables, message: tuple[str, str]
-    ) -> Divergence:
+    def _divergence(self, kind: str, record: Mapping[str, Any], variables, message: tuple[str, str]) -> Divergence:
         """A divergence: `message` is (what differs, what already differed earlier)."""
         differences = _relevant_manifest(self.manifest_differences, kind)
         findings = _relevant_findings(self._findings, kind)
@@ -340,8 +363,16 @@ class RecordComparator:
                 "random ops without a seed draw new seeds in every process."
             )
         return Divergence(
-            kind, record.get("fit"), record.get("epoch"), record.get("batch"), record.get("step"),
-            tuple(variables), differences, head + _explain(differences, findings) + earlier, findings, self.notes,
+            kind,
+            record.get("fit"),
+            record.get("epoch"),
+            record.get("batch"),
+            record.get("step"),
+            tuple(variables),
+            differences,
+            head + _explain(differences, findings) + earlier,
+            findings,
+            self.notes,
         )
 
     def _compare(self, a, b) -> Divergence | None:
@@ -349,15 +380,27 @@ class RecordComparator:
         if a is None or b is None:
             present = a if a is not None else b
             missing, other = (la, lb) if a is None else (lb, la)
-            return self._divergence("length", present, (), (
-                f"The runs recorded different numbers of steps: {missing} has nothing where "
-                f"{other} has {where(present)}.", ""
-            ))
+            return self._divergence(
+                "length",
+                present,
+                (),
+                (
+                    f"The runs recorded different numbers of steps: {missing} has nothing where "
+                    f"{other} has {where(present)}.",
+                    "",
+                ),
+            )
         if record_key(a) != record_key(b):
-            return self._divergence("length", a, (), (
-                f"The runs recorded different steps: {la} has {where(a)} where {lb} has {where(b)} "
-                "(one stopped earlier, or they trained for different numbers of epochs or batches).", ""
-            ))
+            return self._divergence(
+                "length",
+                a,
+                (),
+                (
+                    f"The runs recorded different steps: {la} has {where(a)} where {lb} has {where(b)} "
+                    "(one stopped earlier, or they trained for different numbers of epochs or batches).",
+                    "",
+                ),
+            )
         here = where(a)
         ta, tb = variable_table(a), variable_table(b)
         used = self._used_generators(ta, tb)
@@ -374,11 +417,21 @@ class RecordComparator:
         earlier = self._earlier(drawn)
         connected = drawn + [f"rng/{s}" for s in self._streams]
         if data_differs:
-            also = f" The training state differs too ({_names(state + only_a + only_b)})." if state or only_a or only_b else ""
-            return self._divergence("data", a, state + only_a + only_b + connected, (
-                f"The input data differs (order or content) from {self._data_since(a)}: the batches "
-                f"the model trained on up to {here} are not the same in the two runs.{also}", earlier
-            ))
+            also = (
+                f" The training state differs too ({_names(state + only_a + only_b)})."
+                if state or only_a or only_b
+                else ""
+            )
+            return self._divergence(
+                "data",
+                a,
+                state + only_a + only_b + connected,
+                (
+                    f"The input data differs (order or content) from {self._data_since(a)}: the batches "
+                    f"the model trained on up to {here} are not the same in the two runs.{also}",
+                    earlier,
+                ),
+            )
         if state or only_a or only_b:
             parts = []
             if state:
@@ -389,20 +442,35 @@ class RecordComparator:
                 parts.append(f"only {lb} has {_names(only_b)}")
             detail = "; ".join(parts)
             if a.get("type") == "fit_begin":
-                return self._divergence("start", a, state + only_a + only_b, (
-                    f"The runs started fit {a.get('fit')} from different weights or optimizer state "
-                    f"({detail}): they were built or initialized differently, or restored from "
-                    "different checkpoints, so nothing after this point can match.", earlier
-                ))
-            return self._divergence("step", a, state + only_a + only_b + connected, (
-                f"First divergence at {here} (training step {a.get('step')}): {detail}.", earlier
-            ))
+                return self._divergence(
+                    "start",
+                    a,
+                    state + only_a + only_b,
+                    (
+                        f"The runs started fit {a.get('fit')} from different weights or optimizer state "
+                        f"({detail}): they were built or initialized differently, or restored from "
+                        "different checkpoints, so nothing after this point can match.",
+                        earlier,
+                    ),
+                )
+            return self._divergence(
+                "step",
+                a,
+                state + only_a + only_b + connected,
+                (f"First divergence at {here} (training step {a.get('step')}): {detail}.", earlier),
+            )
         if drawn:
-            return self._divergence("rng", a, connected, (
-                f"At {here} the seed generators {_names(drawn)} differ and training drew from them, "
-                f"though the weights still agree: the random draws (Dropout masks, noise, "
-                "augmentation) of the two runs are not the same.", earlier
-            ))
+            return self._divergence(
+                "rng",
+                a,
+                connected,
+                (
+                    f"At {here} the seed generators {_names(drawn)} differ and training drew from them, "
+                    f"though the weights still agree: the random draws (Dropout masks, noise, "
+                    "augmentation) of the two runs are not the same.",
+                    earlier,
+                ),
+            )
         ra, rb = a.get("rng"), b.get("rng")
         if ra is not None and rb is not None:
             for stream in [s for s in ra if ra.get(s) != rb.get(s)] + [s for s in rb if s not in ra]:
@@ -415,7 +483,9 @@ class RecordComparator:
             return set()
         pa, pb = self._previous
         return {
-            p for p, (d, kind) in {**ta, **tb}.items() if kind == "seed_generator"
+            p
+            for p, (d, kind) in {**ta, **tb}.items()
+            if kind == "seed_generator"
             and ((p in pa and p in ta and pa[p][0] != ta[p][0]) or (p in pb and p in tb and pb[p][0] != tb[p][0]))
         }
 

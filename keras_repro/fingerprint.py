@@ -45,13 +45,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from typing import Any, Callable, Mapping
+from collections.abc import Callable
+from collections.abc import Mapping
+from typing import Any
 
 import keras
 import numpy as np
 import xxhash
 
-from keras_repro import _compat, paths
+from keras_repro import _compat
+from keras_repro import paths
 from keras_repro.seeds import rng_state
 
 __all__ = [
@@ -100,9 +103,7 @@ class ModelFingerprint:
 
 def _check_model(model: Any) -> None:
     if not isinstance(model, keras.layers.Layer):
-        raise TypeError(
-            f"Expected a Keras model or layer, got {model!r} (of type {type(model).__name__})."
-        )
+        raise TypeError(f"Expected a Keras model or layer, got {model!r} (of type {type(model).__name__}).")
 
 
 def _optimizer_variables(
@@ -130,7 +131,7 @@ def _optimizer_variables(
             name = variable.name
             match = next(((p, w) for p, w in prefixes if name.startswith(p) and len(name) > len(p)), None)
             if match is not None:
-                path = f"{prefix}/{match[1]}/{name[len(match[0]):]}"
+                path = f"{prefix}/{match[1]}/{name[len(match[0]) :]}"
             else:
                 path = f"{prefix}/{name}"
         if path in result:
@@ -461,9 +462,7 @@ def fingerprint_rng_streams(state: Mapping[str, Any] | None = None) -> dict[str,
     if state is None:
         state = rng_state()
     if not isinstance(state, Mapping):
-        raise TypeError(
-            f"Invalid RNG state: expected the dict returned by rng_state(), got {type(state).__name__}."
-        )
+        raise TypeError(f"Invalid RNG state: expected the dict returned by rng_state(), got {type(state).__name__}.")
     missing = [s for s in _RNG_STREAMS if s not in state]
     if missing:
         raise ValueError(f"Invalid RNG state: missing entries {missing}.")

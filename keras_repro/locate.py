@@ -56,13 +56,18 @@ import concurrent.futures
 import dataclasses
 import functools
 import os
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, Union
+from typing import Any
 
 import keras
 
-from keras_repro import _files, _validate
-from keras_repro._probe import PROBE_FORMAT, PROBE_VERSION
+from keras_repro import _files
+from keras_repro import _validate
+from keras_repro._probe import PROBE_FORMAT
+from keras_repro._probe import PROBE_VERSION
 from keras_repro._runner import run_once
 from keras_repro.divergence import Divergence
 from keras_repro.trace import diff_traces
@@ -147,7 +152,8 @@ def _names(items: Sequence[str]) -> str:
 def _advice(op_types: Sequence[str]) -> tuple[str, ...]:
     return tuple(
         f"{op}: {NONDETERMINISTIC_OPS[op]} has nondeterministic GPU kernels; fix: {_FIX}."
-        for op in op_types if op in NONDETERMINISTIC_OPS
+        for op in op_types
+        if op in NONDETERMINISTIC_OPS
     )
 
 
@@ -182,7 +188,8 @@ def _call_name(call: Mapping[str, Any]) -> str:
 def _innermost(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The candidate calls that contain no other candidate call (a layer inside a layer)."""
     return [
-        c for c in candidates
+        c
+        for c in candidates
         if not any(o is not c and c["start"] < o["start"] and o["end"] < c["end"] for o in candidates)
     ]
 
@@ -209,33 +216,61 @@ def compare_probes(a: Mapping[str, Any], b: Mapping[str, Any]) -> Location:
     where = functools.partial(Location, step=step, fit=fit)
     for part in _PARTS:
         if a["data"][part] != b["data"][part]:
-            return where("data", None, part, (), (), (), (
-                f"The batch of {at} differs in its {part}: the data pipeline gives the two runs "
-                "different batches (unseeded shuffling or augmentation, parallel or "
-                "order-dependent loading), before the model sees them."
-            ))
+            return where(
+                "data",
+                None,
+                part,
+                (),
+                (),
+                (),
+                (
+                    f"The batch of {at} differs in its {part}: the data pipeline gives the two runs "
+                    "different batches (unseeded shuffling or augmentation, parallel or "
+                    "order-dependent loading), before the model sees them."
+                ),
+            )
     generators = set(a.get("generators", ()))
     before = [p for p in _differing(a["before"], b["before"]) if p not in generators]
     drawn = [p for p in _differing(a["before"], b["before"]) if p in generators]
     if drawn:  # a generator that differed, unused, until this step (an "rng" divergence)
-        where = functools.partial(_with_note, where, (
-            f" Before this step the seed generators {_names(drawn)} already differ: what is drawn "
-            "from them (Dropout masks, noise, augmentation) differs from here on."
-        ))
+        where = functools.partial(
+            _with_note,
+            where,
+            (
+                f" Before this step the seed generators {_names(drawn)} already differ: what is drawn "
+                "from them (Dropout masks, noise, augmentation) differs from here on."
+            ),
+        )
     if before:
-        return where("outside", None, None, tuple(before), (), (), (
-            f"The variables already differ before {at} in the probe runs ({_names(before)}), "
-            "though the recorded runs agreed before it: the step cannot be probed (the runs "
-            "differ from run to run in where they first diverge)."
-        ))
+        return where(
+            "outside",
+            None,
+            None,
+            tuple(before),
+            (),
+            (),
+            (
+                f"The variables already differ before {at} in the probe runs ({_names(before)}), "
+                "though the recorded runs agreed before it: the step cannot be probed (the runs "
+                "differ from run to run in where they first diverge)."
+            ),
+        )
     after = tuple(_differing(a["after"], b["after"]))
     if a["train_step"] != "keras":
         detail = f"after it, {_names(after)} differ" if after else "the probed step agrees in both runs"
-        return where("outside", None, None, after, (), (), (
-            f"The model overrides train_step ({a['train_step']}), so the probe cannot look inside "
-            f"{at}: the batch agrees and {detail}. Look in the custom train_step (gradients it "
-            "computes or changes, random draws, Python state) for the difference."
-        ))
+        return where(
+            "outside",
+            None,
+            None,
+            after,
+            (),
+            (),
+            (
+                f"The model overrides train_step ({a['train_step']}), so the probe cannot look inside "
+                f"{at}: the batch agrees and {detail}. Look in the custom train_step (gradients it "
+                "computes or changes, random draws, Python state) for the difference."
+            ),
+        )
     forward = _forward(a, b)
     if forward is not None:
         call, message = forward
@@ -253,18 +288,34 @@ def compare_probes(a: Mapping[str, Any], b: Mapping[str, Any]) -> Location:
         text = message.replace("{at}", at) + _ops_text(ops, advice)
         return where("backward", layer, None, variables, ops, advice, text)
     if after:
-        return where("optimizer", None, None, after, (), (), (
-            f"At {at} the batch, every layer's output, the loss and every gradient agree, and the "
-            f"updated variables differ ({_names(after)}): the optimizer update (or a constraint or "
-            "another update applied in the step) is not deterministic."
-        ))
-    return where("outside", None, None, (), (), (), (
-        f"Nothing differs in the probe of {at}: the batch, every layer's output, the loss, the "
-        "gradients and the updated variables agree in both probe runs. The difference did not "
-        "show up again here (it is intermittent, e.g. a race in a kernel or the input pipeline, "
-        "or depends on running compiled rather than eagerly); the recorded divergence names the "
-        "variables that differed."
-    ))
+        return where(
+            "optimizer",
+            None,
+            None,
+            after,
+            (),
+            (),
+            (
+                f"At {at} the batch, every layer's output, the loss and every gradient agree, and the "
+                f"updated variables differ ({_names(after)}): the optimizer update (or a constraint or "
+                "another update applied in the step) is not deterministic."
+            ),
+        )
+    return where(
+        "outside",
+        None,
+        None,
+        (),
+        (),
+        (),
+        (
+            f"Nothing differs in the probe of {at}: the batch, every layer's output, the loss, the "
+            "gradients and the updated variables agree in both probe runs. The difference did not "
+            "show up again here (it is intermittent, e.g. a race in a kernel or the input pipeline, "
+            "or depends on running compiled rather than eagerly); the recorded divergence names the "
+            "variables that differed."
+        ),
+    )
 
 
 def _with_note(make: Callable[..., Location], note: str, *args: Any) -> Location:
@@ -296,8 +347,7 @@ def _forward(a, b):
             "the model depends on something that differs."
         )
     candidates = [
-        ca for ca, cb in zip(a["calls"], b["calls"])
-        if ca["inputs"] == cb["inputs"] and ca["outputs"] != cb["outputs"]
+        ca for ca, cb in zip(a["calls"], b["calls"]) if ca["inputs"] == cb["inputs"] and ca["outputs"] != cb["outputs"]
     ]
     if candidates:
         call = min(_innermost(candidates), key=lambda c: c["end"])
@@ -330,15 +380,23 @@ def _backward(a, b):
         parts = ["the gradient with respect to its inputs"] if inputs_differ else []
         if own:
             parts.append(f"the gradients of its variables ({_names(own)})")
-        return call, tuple(own), (
-            f"At {{at}} every layer's output and the loss agree, and the backward pass of "
-            f"{_call_name(call)} differs: the gradient arriving at its output agrees in both runs, "
-            f"{' and '.join(parts)} {'differ' if len(parts) > 1 or own else 'differs'}."
+        return (
+            call,
+            tuple(own),
+            (
+                f"At {{at}} every layer's output and the loss agree, and the backward pass of "
+                f"{_call_name(call)} differs: the gradient arriving at its output agrees in both runs, "
+                f"{' and '.join(parts)} {'differ' if len(parts) > 1 or own else 'differs'}."
+            ),
         )
     if differing:
-        return None, tuple(differing), (
-            f"At {{at}} every layer's output and the loss agree and the gradients of "
-            f"{_names(differing)} differ, outside any recorded layer's backward pass."
+        return (
+            None,
+            tuple(differing),
+            (
+                f"At {{at}} every layer's output and the loss agree and the gradients of "
+                f"{_names(differing)} differ, outside any recorded layer's backward pass."
+            ),
         )
     return None
 
@@ -353,11 +411,11 @@ def _check_divergence(divergence: Any) -> Divergence:
 
 
 def locate(
-    script: Union[str, os.PathLike],
+    script: str | os.PathLike,
     args: Sequence[str],
     divergence: Divergence,
-    every: Union[str, int],
-    folder: Union[str, os.PathLike],
+    every: str | int,
+    folder: str | os.PathLike,
     progress: Callable[[str], None] | None = None,
 ) -> Location:
     """Finds where the divergence of two runs of `script` enters, by running it again.
@@ -399,15 +457,35 @@ def locate(
     every = _validate.check_every(every)
     script, root = Path(os.fspath(script)), _validate.check_path("folder", folder) / "locate"
     if keras.backend.backend() != "tensorflow":
-        return Location("outside", None, None, divergence.variables, (), (), (
-            f"Locating a divergence needs the TensorFlow backend (this is {keras.backend.backend()}): "
-            f"{divergence.message}"
-        ), divergence.step, divergence.fit)
+        return Location(
+            "outside",
+            None,
+            None,
+            divergence.variables,
+            (),
+            (),
+            (
+                f"Locating a divergence needs the TensorFlow backend (this is {keras.backend.backend()}): "
+                f"{divergence.message}"
+            ),
+            divergence.step,
+            divergence.fit,
+        )
     if divergence.kind == "start":
-        return Location("outside", None, None, divergence.variables, (), (), (
-            f"The runs differ before training (at the start of fit {divergence.fit}): there is no "
-            "training step to probe; the model was built, initialized or restored differently."
-        ), None, divergence.fit)
+        return Location(
+            "outside",
+            None,
+            None,
+            divergence.variables,
+            (),
+            (),
+            (
+                f"The runs differ before training (at the start of fit {divergence.fit}): there is no "
+                "training step to probe; the model was built, initialized or restored differently."
+            ),
+            None,
+            divergence.fit,
+        )
 
     def twice(name: str, run_args: Sequence[str], script_path: Path) -> None:
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
@@ -424,21 +502,43 @@ def locate(
         twice("batch", list(args), script)
         divergence = diff_traces(root / "batch1" / "trace.jsonl", root / "batch2" / "trace.jsonl").divergence
         if divergence is None:
-            return Location("outside", None, None, (), (), (), (
-                "Recorded every batch, two more runs agree: the difference did not show up again "
-                "(it is intermittent, or depends on the recording frequency)."
-            ))
+            return Location(
+                "outside",
+                None,
+                None,
+                (),
+                (),
+                (),
+                (
+                    "Recorded every batch, two more runs agree: the difference did not show up again "
+                    "(it is intermittent, or depends on the recording frequency)."
+                ),
+            )
     if divergence.kind in ("start", "length") or divergence.step is None or divergence.step < 1:
-        return Location("outside", None, None, divergence.variables, (), (), (
-            f"Recorded every batch, the runs first differ in a way no training step explains: {divergence.message}"
-        ), divergence.step, divergence.fit)
+        return Location(
+            "outside",
+            None,
+            None,
+            divergence.variables,
+            (),
+            (),
+            (f"Recorded every batch, the runs first differ in a way no training step explains: {divergence.message}"),
+            divergence.step,
+            divergence.fit,
+        )
     step, fit = divergence.step, divergence.fit
     if progress is not None:
         progress(f"locate: probing training step {step} of fit {fit} in two more runs")
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         futures = [
             pool.submit(
-                run_once, script, list(args), run, root / f"probe{run}", "epoch", progress,
+                run_once,
+                script,
+                list(args),
+                run,
+                root / f"probe{run}",
+                "epoch",
+                progress,
                 (root / f"probe{run}" / "probe.json", fit, step),
             )
             for run in (1, 2)
@@ -449,15 +549,26 @@ def locate(
     for run in (1, 2):
         probe = root / f"probe{run}" / "probe.json"
         if not probe.exists():
-            return Location("outside", None, None, divergence.variables, (), (), (
-                f"Probe run {run} never reached training step {step} of fit {fit} (it trained for "
-                f"fewer steps): {divergence.message}"
-            ), step, fit)
+            return Location(
+                "outside",
+                None,
+                None,
+                divergence.variables,
+                (),
+                (),
+                (
+                    f"Probe run {run} never reached training step {step} of fit {fit} (it trained for "
+                    f"fewer steps): {divergence.message}"
+                ),
+                step,
+                fit,
+            )
         probes.append(read_probe(probe))
     location = compare_probes(*probes)
     if location.stage == "outside" and not location.variables:  # fall back to the records
         location = dataclasses.replace(
-            location, variables=divergence.variables,
+            location,
+            variables=divergence.variables,
             message=f"{location.message} Recorded every batch: {divergence.message}",
         )
     return location

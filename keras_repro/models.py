@@ -28,18 +28,19 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
 
-from keras_repro import _compat, _fit, paths
-from keras_repro.seeding import (
-    UnseededWeightWarning,
-    seed_model,
-    seed_new,
-    seeding_record,
-)
+from keras_repro import _compat
+from keras_repro import _fit
+from keras_repro import paths
+from keras_repro.seeding import UnseededWeightWarning
+from keras_repro.seeding import seed_model
+from keras_repro.seeding import seed_new
+from keras_repro.seeding import seeding_record
 from keras_repro.seeds import validate_seed
 
 __all__ = ["SeededFunctional", "SeededModel", "UnseededWeightWarning", "seed_model"]
@@ -179,7 +180,7 @@ class SeededModel(keras.Model):
         record = seeding_record(self)
         return record.seed if record is not None else self._keras_repro_seed
 
-    def reseed(self, seed: int) -> "SeededModel":
+    def reseed(self, seed: int) -> SeededModel:
         """Re-keys the model by a new seed: re-initializes every weight, resets every seed generator.
 
         Weights computed from data (`Normalization`) and the optimizer's state
@@ -224,9 +225,7 @@ class SeededModel(keras.Model):
         super().save_own_variables(store)
         generators = paths.seed_generator_paths(self)
         if generators:
-            store[_GENERATORS_KEY] = np.stack(
-                [keras.ops.convert_to_numpy(g.state.value) for g in generators.values()]
-            )
+            store[_GENERATORS_KEY] = np.stack([keras.ops.convert_to_numpy(g.state.value) for g in generators.values()])
 
     def load_own_variables(self, store):
         own = {key: store[key] for key in store.keys() if key != _GENERATORS_KEY}
@@ -281,12 +280,25 @@ class SeededModel(keras.Model):
         `keras_repro.batch_stream`).
         """
         return _fit.fit(
-            self, super().fit, self.seed, x=x, y=y, batch_size=batch_size, epochs=epochs,
-            verbose=verbose, callbacks=callbacks, validation_split=validation_split,
-            validation_data=validation_data, shuffle=shuffle, class_weight=class_weight,
-            sample_weight=sample_weight, initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
-            validation_batch_size=validation_batch_size, validation_freq=validation_freq,
+            self,
+            super().fit,
+            self.seed,
+            x=x,
+            y=y,
+            batch_size=batch_size,
+            epochs=epochs,
+            verbose=verbose,
+            callbacks=callbacks,
+            validation_split=validation_split,
+            validation_data=validation_data,
+            shuffle=shuffle,
+            class_weight=class_weight,
+            sample_weight=sample_weight,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            validation_steps=validation_steps,
+            validation_batch_size=validation_batch_size,
+            validation_freq=validation_freq,
             **kwargs,
         )
 

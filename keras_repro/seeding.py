@@ -43,12 +43,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import keras
 
-from keras_repro import _compat, _validate, paths
-from keras_repro.seeds import ReproducibilityWarning, derive_seed, validate_seed
+from keras_repro import _compat
+from keras_repro import _validate
+from keras_repro import paths
+from keras_repro.seeds import ReproducibilityWarning
+from keras_repro.seeds import derive_seed
+from keras_repro.seeds import validate_seed
 
 __all__ = [
     "SeedingRecord",

@@ -16,8 +16,11 @@ from typing import Any
 import keras
 
 from keras_repro import paths
-from keras_repro._files import PathLike, read_document, write_document
-from keras_repro.seeds import rng_state, set_rng_state
+from keras_repro._files import PathLike
+from keras_repro._files import read_document
+from keras_repro._files import write_document
+from keras_repro.seeds import rng_state
+from keras_repro.seeds import set_rng_state
 
 __all__ = [
     "ResumePoint",
@@ -61,8 +64,7 @@ def model_rng_state(model: keras.layers.Layer) -> dict[str, Any]:
     generators = paths.seed_generator_paths(model)
     return {
         "seed_generators": {
-            path: [int(v) for v in keras.ops.convert_to_numpy(g.state.value)]
-            for path, g in generators.items()
+            path: [int(v) for v in keras.ops.convert_to_numpy(g.state.value)] for path, g in generators.items()
         },
         "global": rng_state(),
     }

@@ -40,21 +40,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any
 
 import xxhash
 
-from keras_repro import _files, _validate
-from keras_repro.divergence import (
-    DIVERGENCE_KINDS,
-    Divergence,
-    NondeterminismError,
-    NondeterminismWarning,
-    RecordComparator,
-    TraceComparison,
-    compare_records,
-)
+from keras_repro import _files
+from keras_repro import _validate
+from keras_repro.divergence import DIVERGENCE_KINDS
+from keras_repro.divergence import Divergence
+from keras_repro.divergence import NondeterminismError
+from keras_repro.divergence import NondeterminismWarning
+from keras_repro.divergence import RecordComparator
+from keras_repro.divergence import TraceComparison
+from keras_repro.divergence import compare_records
 from keras_repro.manifest import diff_manifests
 
 __all__ = [
@@ -233,8 +233,7 @@ def load_trace(path: _files.PathLike, allow_incomplete: bool = False) -> Trace:
     if not path.exists():
         partial = Path(str(path) + PARTIAL_SUFFIX)
         hint = (
-            f" An incomplete trace {partial} exists: the run did not finish; load it with "
-            "allow_incomplete=True."
+            f" An incomplete trace {partial} exists: the run did not finish; load it with allow_incomplete=True."
             if partial.exists()
             else ""
         )
@@ -367,7 +366,7 @@ def _as_trace(value: Any, name: str) -> Trace:
     raise _validate.type_error(f"trace {name}", value, "Expected a path to a trace file or a Trace from load_trace")
 
 
-def diff_traces(a: Union[_files.PathLike, Trace], b: Union[_files.PathLike, Trace]) -> TraceComparison:
+def diff_traces(a: _files.PathLike | Trace, b: _files.PathLike | Trace) -> TraceComparison:
     """Compares two traces record by record: the first divergence and the notes.
 
     A run is reproducible when the training state (every weight, every
@@ -416,7 +415,7 @@ def diff_traces(a: Union[_files.PathLike, Trace], b: Union[_files.PathLike, Trac
     return TraceComparison(comparator.divergence, comparator.notes, comparator.records)
 
 
-def compare_traces(a: Union[_files.PathLike, Trace], b: Union[_files.PathLike, Trace]) -> Divergence | None:
+def compare_traces(a: _files.PathLike | Trace, b: _files.PathLike | Trace) -> Divergence | None:
     """Finds the first point where two traces differ; None when the runs agree.
 
     The same comparison as `diff_traces` (whose notes say what differed

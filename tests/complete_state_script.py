@@ -187,8 +187,13 @@ def make_distiller() -> Distiller:
         name="teacher",
     )
     student = keras.Sequential(
-        [keras.Input((FEATURES,)), layers.Dense(4), layers.Dropout(0.1), layers.LeakyReLU(negative_slope=0.2),
-         layers.Dense(3)],
+        [
+            keras.Input((FEATURES,)),
+            layers.Dense(4),
+            layers.Dropout(0.1),
+            layers.LeakyReLU(negative_slope=0.2),
+            layers.Dense(3),
+        ],
         name="student",
     )
     teacher.compile(

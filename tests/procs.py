@@ -17,7 +17,9 @@ import os
 import subprocess
 import sys
 import textwrap
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
+from typing import Any
 
 MARKER = "@@KERAS_REPRO_RESULT@@"
 
@@ -65,8 +67,8 @@ def _collect(proc: subprocess.Popen, timeout: float) -> Any:
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
-        raise AssertionError(f"child timed out after {timeout}s\nstdout:\n{out}\nstderr:\n{err[-4000:]}")
-    results = [line[len(MARKER):] for line in out.splitlines() if line.startswith(MARKER)]
+        raise AssertionError(f"child timed out after {timeout}s\nstdout:\n{out}\nstderr:\n{err[-4000:]}") from None
+    results = [line[len(MARKER) :] for line in out.splitlines() if line.startswith(MARKER)]
     if proc.returncode != 0 or len(results) != 1:
         raise AssertionError(
             f"child failed (exit {proc.returncode}, {len(results)} results)\n"

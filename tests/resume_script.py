@@ -70,7 +70,12 @@ if args.kill_in_save is not None and not marker.exists():
 
 args.out.mkdir(parents=True, exist_ok=True)
 model.fit(
-    x, y, epochs=4, batch_size=8, shuffle=True, verbose=0,
+    x,
+    y,
+    epochs=4,
+    batch_size=8,
+    shuffle=True,
+    verbose=0,
     callbacks=[
         kr.DeterminismCallback(trace=args.out / "trace.jsonl", every="batch", audit="off"),
         kr.callbacks.ExactBackupAndRestore(args.out / "backup", save_freq=save_freq),

@@ -55,7 +55,6 @@ def draws(seed: int) -> float:
     return random.random() + float(np.random.rand())
 
 
-
 def draws_after_wait(seed: int, wait: float = 1.5) -> dict[str, float]:
     """Draws from the global streams, waits (a Dask worker heartbeats meanwhile), draws again."""
     import time

@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 
 import keras_repro as kr
-from keras_repro.audit import AuditError, Finding
+from keras_repro.audit import AuditError
+from keras_repro.audit import Finding
 
 aud = sys.modules["keras_repro.audit"]  # `keras_repro.audit` is the function
 
@@ -90,8 +91,9 @@ def test_op_determinism_off_is_an_error_with_a_gpu(clean_process, monkeypatch):
 
 
 def test_start_only_env_vars_changed_after_start(clean_process, monkeypatch):
-    monkeypatch.setattr(aud, "initial_environ", lambda: {k: v for k, v in os.environ.items()
-                                                           if k != "CUBLAS_WORKSPACE_CONFIG"})
+    monkeypatch.setattr(
+        aud, "initial_environ", lambda: {k: v for k, v in os.environ.items() if k != "CUBLAS_WORKSPACE_CONFIG"}
+    )
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     finding = only(kr.audit(), "env-changed-after-start")
     assert finding.subject == "CUBLAS_WORKSPACE_CONFIG" and "before starting Python" in finding.fix
@@ -106,22 +108,38 @@ def test_start_only_env_vars_missing_on_a_gpu_machine(clean_process, monkeypatch
 
 
 def test_unseeded_seed_generator(clean_process):
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, kernel_initializer="zeros"),
-                              keras.layers.Dropout(0.5), keras.layers.Dropout(0.5, seed=1, name="seeded")])
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(4, kernel_initializer="zeros"),
+            keras.layers.Dropout(0.5),
+            keras.layers.Dropout(0.5, seed=1, name="seeded"),
+        ]
+    )
     finding = only(kr.audit(model), "unseeded-seed-generator")
     assert finding.subject == "dropout#0/seed_generator" and finding.severity == "warning"
 
 
 def test_shared_initializer_instance(clean_process):
     shared = keras.initializers.GlorotUniform(seed=3)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, kernel_initializer=shared),
-                              keras.layers.Dense(4, kernel_initializer=shared)])
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(4, kernel_initializer=shared),
+            keras.layers.Dense(4, kernel_initializer=shared),
+        ]
+    )
     w0, w1 = (keras.ops.convert_to_numpy(layer.kernel) for layer in model.layers)
     assert np.array_equal(w0, w1)  # what the finding is about
     finding = only(kr.audit(model), "shared-initializer")
     assert "dense#0/kernel_initializer" in finding.what and "dense#1/kernel_initializer" in finding.what
-    separate = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, kernel_initializer="glorot_uniform"),
-                                 keras.layers.Dense(4, kernel_initializer=keras.initializers.GlorotUniform(seed=3))])
+    separate = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(4, kernel_initializer="glorot_uniform"),
+            keras.layers.Dense(4, kernel_initializer=keras.initializers.GlorotUniform(seed=3)),
+        ]
+    )
     assert "shared-initializer" not in codes(kr.audit(separate))
 
 
@@ -181,8 +199,13 @@ def test_py_dataset_with_workers(clean_process):
 
 
 def test_gpu_layers_without_a_deterministic_kernel(clean_process, monkeypatch):
-    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3),
-                              keras.layers.Resizing(4, 4, interpolation="nearest", name="shrink")])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(2, 3),
+            keras.layers.Resizing(4, 4, interpolation="nearest", name="shrink"),
+        ]
+    )
     assert "gpu-no-deterministic-kernel" not in codes(kr.audit(model))
     monkeypatch.setattr(aud, "_gpu_devices", lambda: GPU)
     finding = only(kr.audit(model), "gpu-no-deterministic-kernel")
@@ -235,38 +258,45 @@ def generator_findings(model):
 
 
 def test_generators_that_are_never_drawn_from_are_not_reported(no_seeds):
-    idle = keras.Sequential([
-        keras.Input((3, 2)),
-        keras.layers.LSTM(4, return_sequences=True),              # LSTMCell's generator, dropout=0
-        keras.layers.GRU(4, dropout=0.0, recurrent_dropout=0.0),
-        keras.layers.Dropout(0.0),
-        keras.layers.GaussianNoise(0.0),
-    ])
+    idle = keras.Sequential(
+        [
+            keras.Input((3, 2)),
+            keras.layers.LSTM(4, return_sequences=True),  # LSTMCell's generator, dropout=0
+            keras.layers.GRU(4, dropout=0.0, recurrent_dropout=0.0),
+            keras.layers.Dropout(0.0),
+            keras.layers.GaussianNoise(0.0),
+        ]
+    )
     assert generator_findings(idle) == []
-    used = keras.Sequential([
-        keras.Input((3, 2)),
-        keras.layers.LSTM(4, recurrent_dropout=0.1, return_sequences=True),
-        keras.layers.GRU(4, dropout=0.2),
-        keras.layers.Dropout(0.5),
-    ])
+    used = keras.Sequential(
+        [
+            keras.Input((3, 2)),
+            keras.layers.LSTM(4, recurrent_dropout=0.1, return_sequences=True),
+            keras.layers.GRU(4, dropout=0.2),
+            keras.layers.Dropout(0.5),
+        ]
+    )
     assert [severity for severity, _ in generator_findings(used)] == ["warning"] * 3
 
 
 def test_a_generator_seeded_from_a_recorded_seeding_is_only_info(monkeypatch):
     monkeypatch.setattr(aud, "get_root_seed", lambda: None)
     monkeypatch.setattr(aud, "_keras_seed", lambda: None)
-    before = keras.layers.Dropout(0.5)           # seed drawn from an unseeded stream
+    before = keras.layers.Dropout(0.5)  # seed drawn from an unseeded stream
     kr.seed_everything(3)
     monkeypatch.setattr(aud, "get_root_seed", lambda: 3)
-    keras.layers.Dense(2)                         # other draws in between are fine
+    keras.layers.Dense(2)  # other draws in between are fine
     after = keras.layers.Dropout(0.5)
     keras.utils.set_random_seed(11)
     monkeypatch.setattr(aud, "_keras_seed", lambda: 11)
     keras_seeded = keras.layers.Dropout(0.5)
     model = keras.Sequential([keras.Input((2,)), before, after, keras_seeded])
     found = dict((subject, severity) for severity, subject in generator_findings(model))
-    assert found == {"dropout#0/seed_generator": "warning", "dropout#1/seed_generator": "info",
-                     "dropout#2/seed_generator": "info"}
+    assert found == {
+        "dropout#0/seed_generator": "warning",
+        "dropout#1/seed_generator": "info",
+        "dropout#2/seed_generator": "info",
+    }
 
 
 def test_an_unseeded_keras_array_shuffle_is_reported(no_seeds):

@@ -15,10 +15,13 @@ import numpy as np
 import pytest
 
 import keras_repro as kr
-audit_module = importlib.import_module("keras_repro.audit")  # kr.audit is the function
 from keras_repro.callbacks import NondeterminismWarning
-from keras_repro.trace import IncompleteTraceError, TraceError, load_trace
+from keras_repro.trace import IncompleteTraceError
+from keras_repro.trace import TraceError
+from keras_repro.trace import load_trace
 from tests.procs import run_pythons
+
+audit_module = importlib.import_module("keras_repro.audit")  # kr.audit is the function
 
 # A tiny model with an unseeded Dropout, trained in two fit calls (epochs 0-2,
 # then 3), shuffled, with the callback. MODE selects a deliberate change.
@@ -70,8 +73,14 @@ emit(result)
 
 def run_children(tmp_path, specs):
     """specs: (name, mode, reference name or None) -> {name: result}."""
-    envs = [{"MODE": mode, "TRACE": str(tmp_path / f"{name}.jsonl"),
-             "REFERENCE": str(tmp_path / f"{ref}.jsonl") if ref else ""} for name, mode, ref in specs]
+    envs = [
+        {
+            "MODE": mode,
+            "TRACE": str(tmp_path / f"{name}.jsonl"),
+            "REFERENCE": str(tmp_path / f"{ref}.jsonl") if ref else "",
+        }
+        for name, mode, ref in specs
+    ]
     results = run_pythons([CHILD] * len(specs), envs=envs)
     return {name: result for (name, _, _), result in zip(specs, results)}
 
@@ -81,10 +90,18 @@ def runs(tmp_path_factory):
     """Run "a" first; then, at once, an identical run "b" and the changed runs, all against "a"."""
     folder = tmp_path_factory.mktemp("runs")
     results = run_children(folder, [("a", "base", None)])
-    results.update(run_children(folder, [
-        ("b", "base", "a"), ("nudge", "nudge", "a"), ("rng", "rng", "a"),
-        ("dropout_seed", "dropout_seed", "a"), ("jit", "jit", "a"),
-    ]))
+    results.update(
+        run_children(
+            folder,
+            [
+                ("b", "base", "a"),
+                ("nudge", "nudge", "a"),
+                ("rng", "rng", "a"),
+                ("dropout_seed", "dropout_seed", "a"),
+                ("jit", "jit", "a"),
+            ],
+        )
+    )
     return folder, results
 
 
@@ -98,8 +115,14 @@ def test_two_processes_write_identical_traces(runs):
     assert [d.key for d in kr.diff_manifests(a.manifest, b.manifest) if d.affects_results] == []
     # the traces say something: 2 fits, weights and the Dropout counter move every epoch
     assert [(r["type"], r["fit"], r["epoch"]) for r in a.records] == [
-        ("fit_begin", 0, None), ("epoch", 0, 0), ("epoch", 0, 1), ("epoch", 0, 2), ("fit_end", 0, 2),
-        ("fit_begin", 1, None), ("epoch", 1, 3), ("fit_end", 1, 3),
+        ("fit_begin", 0, None),
+        ("epoch", 0, 0),
+        ("epoch", 0, 1),
+        ("epoch", 0, 2),
+        ("fit_end", 0, 2),
+        ("fit_begin", 1, None),
+        ("epoch", 1, 3),
+        ("fit_end", 1, 3),
     ]
     epochs = [dict(r["variables"]) for r in a.records if r["type"] == "epoch"]
     for key in ("hidden/kernel", "dropout#0/seed_generator", "optimizer/iterations"):
@@ -158,8 +181,14 @@ def data(n=40):
 
 
 def sequential():
-    return keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="hidden"),
-                             keras.layers.Dropout(0.2, seed=1), keras.layers.Dense(1)])
+    return keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(4, name="hidden"),
+            keras.layers.Dropout(0.2, seed=1),
+            keras.layers.Dense(1),
+        ]
+    )
 
 
 def functional():
@@ -194,8 +223,16 @@ def fit(model, callbacks, epochs=2, initial_epoch=0, batch_size=8):
     if not model.compiled:
         model.compile("sgd", "mse")
     x, y = data()
-    return model.fit(x, y, epochs=epochs, initial_epoch=initial_epoch, batch_size=batch_size, verbose=0,
-                     shuffle=False, callbacks=callbacks)
+    return model.fit(
+        x,
+        y,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        batch_size=batch_size,
+        verbose=0,
+        shuffle=False,
+        callbacks=callbacks,
+    )
 
 
 @pytest.mark.parametrize(
@@ -238,11 +275,17 @@ def test_bad_reference_files_are_rejected_at_construction(tmp_path):
 
 
 def test_get_config_round_trip(tmp_path):
-    cb = kr.DeterminismCallback(tmp_path / "t.jsonl", every=3, on_mismatch="warn", deterministic_ops=False,
-                                audit="off")
+    cb = kr.DeterminismCallback(tmp_path / "t.jsonl", every=3, on_mismatch="warn", deterministic_ops=False, audit="off")
     config = cb.get_config()
-    assert config == {"trace": str(tmp_path / "t.jsonl"), "reference": None, "every": 3, "on_mismatch": "warn",
-                      "deterministic_ops": False, "audit": "off", "data": True}
+    assert config == {
+        "trace": str(tmp_path / "t.jsonl"),
+        "reference": None,
+        "every": 3,
+        "on_mismatch": "warn",
+        "deterministic_ops": False,
+        "audit": "off",
+        "data": True,
+    }
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(cb))
     assert isinstance(restored, kr.DeterminismCallback) and restored.get_config() == config
     assert kr.callbacks.DeterminismCallback is kr.DeterminismCallback
@@ -254,8 +297,9 @@ def test_epoch_recording_leaves_keras_batch_hooks_alone():
     assert not getattr(callback(every="batch").on_train_batch_end, "_is_default", False)
 
 
-@pytest.mark.parametrize("make", [sequential, functional, Net, seeded], ids=["sequential", "functional",
-                                                                          "subclassed", "seeded"])
+@pytest.mark.parametrize(
+    "make", [sequential, functional, Net, seeded], ids=["sequential", "functional", "subclassed", "seeded"]
+)
 def test_works_with_every_kind_of_model_and_several_fits(tmp_path, make):
     path = tmp_path / "run.jsonl"
     model = make()
@@ -264,8 +308,13 @@ def test_works_with_every_kind_of_model_and_several_fits(tmp_path, make):
     fit(model, [cb], epochs=3, initial_epoch=2)
     trace = load_trace(path)
     assert [(r["type"], r["fit"], r["epoch"]) for r in trace.records] == [
-        ("fit_begin", 0, None), ("epoch", 0, 0), ("epoch", 0, 1), ("fit_end", 0, 1),
-        ("fit_begin", 1, None), ("epoch", 1, 2), ("fit_end", 1, 2),
+        ("fit_begin", 0, None),
+        ("epoch", 0, 0),
+        ("epoch", 0, 1),
+        ("fit_end", 0, 1),
+        ("fit_begin", 1, None),
+        ("epoch", 1, 2),
+        ("fit_end", 1, 2),
     ]
     assert [r["step"] for r in trace.records] == [0, 5, 10, 10, 10, 15, 15]
     last = trace.records[-1]
@@ -285,7 +334,8 @@ def test_batch_and_every_n_recording(tmp_path):
     records = load_trace(path).records
     keys = [(r["type"], r["epoch"], r["batch"]) for r in records]
     assert keys == [("fit_begin", None, None)] + [("batch", e, b) for e in (0, 1) for b in range(5)] + [
-        ("fit_end", 1, None)]
+        ("fit_end", 1, None)
+    ]
     assert "optimizer/hidden/kernel/momentum" not in dict(records[0]["variables"])
     assert [p for p, _ in records[1]["variables"]] == [p for p, _ in records[-1]["variables"]]
     assert "optimizer/hidden/kernel/momentum" in dict(records[1]["variables"])
@@ -293,7 +343,11 @@ def test_batch_and_every_n_recording(tmp_path):
     fit(sequential(), [callback(path, every=2)], epochs=2)
     records = load_trace(path).records
     assert [(r["epoch"], r["batch"], r["step"]) for r in records if r["type"] == "batch"] == [
-        (0, 1, 2), (0, 3, 4), (1, 1, 7), (1, 3, 9)]
+        (0, 1, 2),
+        (0, 3, 4),
+        (1, 1, 7),
+        (1, 3, 9),
+    ]
     assert load_trace(path).every == 2
 
 
@@ -344,7 +398,11 @@ def test_fit_again_after_a_mismatch_error_keeps_writing_the_trace(tmp_path):
     fit(model, [cb], epochs=1)  # comparison is over; the trace goes on
     trace = load_trace(tmp_path / "run.jsonl")
     assert [(r["type"], r["fit"]) for r in trace.records] == [
-        ("fit_begin", 0), ("fit_begin", 1), ("epoch", 1), ("fit_end", 1)]
+        ("fit_begin", 0),
+        ("fit_begin", 1),
+        ("epoch", 1),
+        ("fit_end", 1),
+    ]
 
 
 def test_mismatch_can_warn_and_training_goes_on(tmp_path):

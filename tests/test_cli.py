@@ -18,13 +18,17 @@ EXAMPLES = ROOT / "examples"
 def keras_repro(*args, cwd=None, timeout=300):
     return subprocess.run(
         [sys.executable, "-m", "keras_repro", *map(str, args)],
-        capture_output=True, text=True, cwd=cwd or ROOT, env=child_env(), timeout=timeout,
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        env=child_env(),
+        timeout=timeout,
     )
 
 
 def our_lines(stderr: str) -> list[str]:
     """stderr without TensorFlow's own start-up log lines."""
-    return [l for l in stderr.splitlines() if l.startswith("keras-repro")]
+    return [line for line in stderr.splitlines() if line.startswith("keras-repro")]
 
 
 def test_console_script_is_installed():
@@ -171,7 +175,8 @@ def test_demo_shows_plain_keras_differs_and_keras_repro_is_identical():
 
 
 def test_framework_start_up_logs_are_filtered_unless_asked_for(monkeypatch):
-    from keras_repro._procs import child_environment, without_framework_logs
+    from keras_repro._procs import child_environment
+    from keras_repro._procs import without_framework_logs
 
     lines = [
         "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",

@@ -42,7 +42,10 @@ MIXED_BATCHES = 6  # 48 samples in batches of 8
 def _start(out: Path, model: str, *args) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(SCRIPT), str(out), model, *map(str, args)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env({"PYTHONHASHSEED": "0"}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env({"PYTHONHASHSEED": "0"}),
     )
 
 
@@ -152,13 +155,21 @@ def test_gan_killed_in_epoch_2_resumes_bit_identical(tmp_path):
     straight, resumed, straight_trace, resumed_trace = _kill_and_resume(tmp_path, "gan", "epoch")
     assert resumed["fingerprint"] == straight["fingerprint"]
     assert resumed["variables"] == straight["variables"]
-    assert resumed["optimizer_steps"] == straight["optimizer_steps"] == {
-        "optimizer": 0, "d_optimizer": 4 * GAN_BATCHES, "g_optimizer": 4 * GAN_BATCHES,
-    }
+    assert (
+        resumed["optimizer_steps"]
+        == straight["optimizer_steps"]
+        == {
+            "optimizer": 0,
+            "d_optimizer": 4 * GAN_BATCHES,
+            "g_optimizer": 4 * GAN_BATCHES,
+        }
+    )
     assert kr.compare_traces(straight_trace, resumed_trace) is None
     records = kr.load_trace(resumed_trace).records
     assert [(r["type"], r["epoch"], r["step"]) for r in records] == [
-        ("fit_begin", None, 0), *[("epoch", e, (e + 1) * GAN_BATCHES) for e in range(4)], ("fit_end", 3, 24),
+        ("fit_begin", None, 0),
+        *[("epoch", e, (e + 1) * GAN_BATCHES) for e in range(4)],
+        ("fit_end", 3, 24),
     ]
 
 
@@ -168,8 +179,13 @@ def gan_backup(tmp_path_factory):
     folder = tmp_path_factory.mktemp("gan_backup")
     keras.utils.set_random_seed(0)
     gan = script.make_gan()
-    gan.fit(script.gan_data(), epochs=1, shuffle=False, verbose=0,
-            callbacks=[ExactBackupAndRestore(folder, delete_checkpoint=False)])
+    gan.fit(
+        script.gan_data(),
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+        callbacks=[ExactBackupAndRestore(folder, delete_checkpoint=False)],
+    )
     return folder
 
 
@@ -177,11 +193,15 @@ def gan_backup(tmp_path_factory):
     "d_optimizer, named",
     [
         # One slot per weight where Adam has two: the velocities are missing.
-        (lambda: keras.optimizers.SGD(momentum=0.9),
-         ["d_optimizer/iterations", "in the backup but not in this model: ['d_optimizer/discriminator/"]),
+        (
+            lambda: keras.optimizers.SGD(momentum=0.9),
+            ["d_optimizer/iterations", "in the backup but not in this model: ['d_optimizer/discriminator/"],
+        ),
         # A third slot per weight, which the backup does not have.
-        (lambda: keras.optimizers.Adam(amsgrad=True),
-         ["in this model but not in the backup: ['d_optimizer/discriminator/", "dense#0/kernel/velocity_hat"]),
+        (
+            lambda: keras.optimizers.Adam(amsgrad=True),
+            ["in this model but not in the backup: ['d_optimizer/discriminator/", "dense#0/kernel/velocity_hat"],
+        ),
     ],
     ids=["sgd", "adam_amsgrad"],
 )

@@ -29,8 +29,14 @@ def test_the_digest_sees_one_bit_a_swap_and_every_dtype():
     assert digest(swapped, np.arange(6)) != base
     assert digest(x, np.arange(6)[::-1].copy()) != base  # labels count
     assert digest(x, np.arange(6)) == base
-    for value in (x.astype("float16"), x.astype("float64"), x > 0, np.array([b"a", b"b"]),
-                  np.arange(4, dtype="uint8"), (x + 1j).astype("complex64")):
+    for value in (
+        x.astype("float16"),
+        x.astype("float64"),
+        x > 0,
+        np.array([b"a", b"b"]),
+        np.arange(4, dtype="uint8"),
+        (x + 1j).astype("complex64"),
+    ):
         assert isinstance(digest(value), int)
 
 

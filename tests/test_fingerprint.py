@@ -13,23 +13,23 @@ import pytest
 import xxhash
 
 import keras_repro as kr
-from keras_repro.fingerprint import (
-    Fingerprinter,
-    digest_array,
-    fingerprint_details,
-    fingerprint_rng_streams,
-    tracked_variables,
-)
+from keras_repro.fingerprint import Fingerprinter
+from keras_repro.fingerprint import digest_array
+from keras_repro.fingerprint import fingerprint_details
+from keras_repro.fingerprint import fingerprint_rng_streams
+from keras_repro.fingerprint import tracked_variables
 
 
 def tiny_model(compile_it=True):
-    model = keras.Sequential([
-        keras.Input((3,)),
-        keras.layers.Dense(4, name="hidden"),
-        keras.layers.Dropout(0.5, seed=1),
-        keras.layers.BatchNormalization(),
-        keras.layers.Dense(2),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(4, name="hidden"),
+            keras.layers.Dropout(0.5, seed=1),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dense(2),
+        ]
+    )
     if compile_it:
         model.compile(keras.optimizers.Adam(), "mse", metrics=["mae"])
     return model
@@ -55,10 +55,14 @@ def test_covers_weights_seed_generators_and_optimizer_with_stable_paths(trained)
     model, _ = trained
     paths = list(kr.fingerprint_variables(model))
     assert paths[:8] == [
-        "hidden/kernel", "hidden/bias",
-        "batch_normalization#0/gamma", "batch_normalization#0/beta",
-        "batch_normalization#0/moving_mean", "batch_normalization#0/moving_variance",
-        "dense#0/kernel", "dense#0/bias",
+        "hidden/kernel",
+        "hidden/bias",
+        "batch_normalization#0/gamma",
+        "batch_normalization#0/beta",
+        "batch_normalization#0/moving_mean",
+        "batch_normalization#0/moving_variance",
+        "dense#0/kernel",
+        "dense#0/bias",
     ]
     assert "dropout#0/seed_generator" in paths
     assert "optimizer/iterations" in paths and "optimizer/learning_rate" in paths
@@ -77,9 +81,17 @@ def test_metric_variables_are_excluded(trained):
     assert kr.fingerprint(model) == before
 
 
-@pytest.mark.parametrize("path", ["hidden/kernel", "dense#0/bias", "batch_normalization#0/moving_variance",
-                                  "dropout#0/seed_generator", "optimizer/iterations",
-                                  "optimizer/hidden/kernel/velocity"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "hidden/kernel",
+        "dense#0/bias",
+        "batch_normalization#0/moving_variance",
+        "dropout#0/seed_generator",
+        "optimizer/iterations",
+        "optimizer/hidden/kernel/velocity",
+    ],
+)
 def test_a_one_ulp_change_in_any_variable_changes_exactly_its_digest(trained, path):
     model, _ = trained
     variable = tracked_variables(model)[path]

@@ -10,7 +10,10 @@ from keras_repro import _probe as _probe_module
 from keras_repro._runner import run_once
 from keras_repro.check import check_script
 from keras_repro.divergence import Divergence
-from keras_repro.locate import Location, compare_probes, locate, read_probe
+from keras_repro.locate import Location
+from keras_repro.locate import compare_probes
+from keras_repro.locate import locate
+from keras_repro.locate import read_probe
 from keras_repro.trace import load_trace
 
 SCRIPTS = Path(__file__).resolve().parent / "locate_scripts"
@@ -89,10 +92,15 @@ def test_the_probe_puts_back_what_its_forward_pass_changes():
     from keras_repro.fingerprint import fingerprint_variables
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((4,)), keras.layers.Dense(8), keras.layers.BatchNormalization(),
-        keras.layers.Dropout(0.5), keras.layers.Dense(1),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(8),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dropout(0.5),
+            keras.layers.Dense(1),
+        ]
+    )
     model.compile("sgd", "mse")
     x, y = np.linspace(-1, 1, 32, dtype="float32").reshape(8, 4), np.ones((8, 1), "float32")
     model.fit(x, y, verbose=0)
@@ -123,19 +131,32 @@ def test_the_probe_records_nested_layers_by_path_inside_their_parents_call():
 
 def _call(layer, start, end, inputs="i", outputs="o", in_grad="gi", out_grad="go", variables=()):
     return {
-        "layer": layer, "index": 0, "class": "Dense", "start": start, "end": end,
-        "inputs": [inputs], "outputs": [outputs], "input_gradients": [in_grad],
-        "output_gradients": [out_grad], "variables": list(variables),
-        "op_types": ["MatMul"], "gradient_op_types": ["BiasAddGrad"],
+        "layer": layer,
+        "index": 0,
+        "class": "Dense",
+        "start": start,
+        "end": end,
+        "inputs": [inputs],
+        "outputs": [outputs],
+        "input_gradients": [in_grad],
+        "output_gradients": [out_grad],
+        "variables": list(variables),
+        "op_types": ["MatMul"],
+        "gradient_op_types": ["BiasAddGrad"],
     }
 
 
 def _probe(calls, gradients=(("a/kernel", "g"),), after=(("a/kernel", "v"),), loss="l", x="x"):
     return {
-        "fit": 0, "step": 5, "train_step": "keras",
+        "fit": 0,
+        "step": 5,
+        "train_step": "keras",
         "data": {"x": [x], "y": ["y"], "sample_weight": [None]},
-        "before": [["a/kernel", "w"]], "after": [list(p) for p in after],
-        "calls": calls, "loss": loss, "gradients": [list(p) for p in gradients],
+        "before": [["a/kernel", "w"]],
+        "after": [list(p) for p in after],
+        "calls": calls,
+        "loss": loss,
+        "gradients": [list(p) for p in gradients],
     }
 
 
@@ -150,9 +171,13 @@ def test_a_difference_made_by_the_models_own_call_is_located_there():
 
 def test_the_innermost_layer_is_named_when_a_layer_inside_another_differs():
     first = _probe([_call("block/inner", 1, 2), _call("block", 0, 3), _call("", -1, 4)])
-    second = _probe([
-        _call("block/inner", 1, 2, outputs="O"), _call("block", 0, 3, outputs="O"), _call("", -1, 4, outputs="O"),
-    ])
+    second = _probe(
+        [
+            _call("block/inner", 1, 2, outputs="O"),
+            _call("block", 0, 3, outputs="O"),
+            _call("", -1, 4, outputs="O"),
+        ]
+    )
     assert compare_probes(first, second).layer == "block/inner"
 
 

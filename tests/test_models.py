@@ -124,7 +124,9 @@ models = {
     "plain": (plain_sequential(), flat, flat_y),
 }
 models["net"][0](seqs[:1])  # built eagerly; "net_fit" below is built by fit
-out["twice_identical"] = hashes(conv_model()) == hashes(models["conv"][0]) and hashes(seq_model()) == hashes(models["seq"][0])
+out["twice_identical"] = (
+    hashes(conv_model()) == hashes(models["conv"][0]) and hashes(seq_model()) == hashes(models["seq"][0])
+)
 for name, (model, x, y) in models.items():
     if model.built:
         out["init"][name] = hashes(model)
@@ -239,7 +241,9 @@ def test_epoch_permutation_is_the_same_in_both_processes_and_here(two_runs):
 def test_random_weights_sharing_a_shape_are_distinct(two_runs):
     first, _ = two_runs
     for name, weights in first["init"].items():
-        random_weights = {p: h for p, h in weights.items() if p.rsplit("/", 1)[-1] in ("kernel", "recurrent_kernel", "embeddings")}
+        random_weights = {
+            p: h for p, h in weights.items() if p.rsplit("/", 1)[-1] in ("kernel", "recurrent_kernel", "embeddings")
+        }
         assert len(set(random_weights.values())) == len(random_weights), name
 
 
@@ -290,8 +294,10 @@ def test_reinitialized_weights_equal_keras_built_with_the_derived_seeds():
         return keras.Model(inputs, L.LSTM(4, name="rnn", **initializers)(inputs))
 
     seeded = kr.seed_model(build(bias_initializer="random_normal"), 0)
-    derived = {attr: kr.derive_seed(0, "rnn/cell", attr) for attr in
-               ("kernel_initializer", "recurrent_initializer", "bias_initializer")}
+    derived = {
+        attr: kr.derive_seed(0, "rnn/cell", attr)
+        for attr in ("kernel_initializer", "recurrent_initializer", "bias_initializer")
+    }
     reference = build(
         kernel_initializer=keras.initializers.GlorotUniform(seed=derived["kernel_initializer"]),
         recurrent_initializer=keras.initializers.Orthogonal(seed=derived["recurrent_initializer"]),
@@ -438,17 +444,23 @@ W = _rs.rand(23).astype("float32")
 def test_fit_orders_each_epoch_by_epoch_permutation_with_split_weights_and_dicts():
     model = _regression()
     reference = _reference_like(model)
-    history = model.fit(
-        {"features": X}, Y, sample_weight=W, validation_split=0.25, epochs=3, batch_size=4, verbose=0
-    )
+    history = model.fit({"features": X}, Y, sample_weight=W, validation_split=0.25, epochs=3, batch_size=4, verbose=0)
     train = 17  # Keras keeps the last 25% (floor) for validation, before shuffling
     for epoch in range(3):
         order = kr.epoch_permutation(5, epoch, train)
-        reference.fit({"features": X[:train][order]}, Y[:train][order], sample_weight=W[:train][order],
-                      batch_size=4, shuffle=False, verbose=0)
+        reference.fit(
+            {"features": X[:train][order]},
+            Y[:train][order],
+            sample_weight=W[:train][order],
+            batch_size=4,
+            shuffle=False,
+            verbose=0,
+        )
     assert _equal(model, reference)
     assert history.epoch == [0, 1, 2]
-    assert history.history["val_loss"][-1] == pytest.approx(model.evaluate({"features": X[train:]}, Y[train:], sample_weight=W[train:], verbose=0))
+    assert history.history["val_loss"][-1] == pytest.approx(
+        model.evaluate({"features": X[train:]}, Y[train:], sample_weight=W[train:], verbose=0)
+    )
 
 
 def test_fit_shuffle_batch_shuffles_within_batches_only():

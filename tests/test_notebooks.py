@@ -46,8 +46,14 @@ def _kernel_manager():
         """Starts the kernel with this Python (the test environment), whatever kernelspec is installed."""
 
         def format_kernel_cmd(self, extra_arguments=None):
-            return [sys.executable, "-m", "ipykernel_launcher", "-f", os.path.realpath(self.connection_file),
-                    *(extra_arguments or [])]
+            return [
+                sys.executable,
+                "-m",
+                "ipykernel_launcher",
+                "-f",
+                os.path.realpath(self.connection_file),
+                *(extra_arguments or []),
+            ]
 
     return SamePythonKernelManager(kernel_name="python3")
 

@@ -41,7 +41,9 @@ TF_GLOBAL_SEED = r"(TF|TensorFlow)('s)? global seed|tf\.random\.set_seed"
 DATA_PIPELINE = r"tf\.data|data pipeline"
 PARALLEL_MAP = r"parallel|num_parallel_calls"
 # The notes under a reproducible verdict: state that differs but nothing used.
-NOTE_GLOBAL_STREAMS = r"note: the global random state \((numpy|python)(, (numpy|python))*\) differs .* nothing in training drew from it"
+NOTE_GLOBAL_STREAMS = (
+    r"note: the global random state \((numpy|python)(, (numpy|python))*\) differs .* nothing in training drew from it"
+)
 NOTE_IDLE_GENERATOR = r"note: the seed generators? \S+cell/seed_generator.* differs? .* never drawn from"
 
 
@@ -97,10 +99,20 @@ CASES = [
     Case("bidirectional_lstm_imdb", ("--seeding", "seed_model_tf"), True),
     # Explicitly seeded initializers, no dropout, no shuffling: the idle
     # SeedGenerator of each LSTM cell is never drawn from.
-    Case("bidirectional_lstm_imdb", ("--seeding", "initializers"), True, (NOTE_IDLE_GENERATOR,),
-         ("unseeded-seed-generator", "nothing is seeded")),
-    Case("timeseries_weather_forecasting", ("--seeding", "initializers"), True, (NOTE_IDLE_GENERATOR,),
-         ("unseeded-seed-generator", "nothing is seeded")),
+    Case(
+        "bidirectional_lstm_imdb",
+        ("--seeding", "initializers"),
+        True,
+        (NOTE_IDLE_GENERATOR,),
+        ("unseeded-seed-generator", "nothing is seeded"),
+    ),
+    Case(
+        "timeseries_weather_forecasting",
+        ("--seeding", "initializers"),
+        True,
+        (NOTE_IDLE_GENERATOR,),
+        ("unseeded-seed-generator", "nothing is seeded"),
+    ),
     Case("text_classification_with_transformer", ("--seeding", "seeded_model"), True),
     # Random augmentation layers in a parallel tf.data map: seeding does not help.
     Case(

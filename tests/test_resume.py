@@ -19,7 +19,10 @@ SCRIPT = Path(__file__).with_name("resume_script.py")
 def _start(out: Path, *args) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(SCRIPT), str(out), *map(str, args)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env({"PYTHONHASHSEED": "0"}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env({"PYTHONHASHSEED": "0"}),
     )
 
 
@@ -82,8 +85,14 @@ X, Y = np.ones((16, 3), "float32"), np.zeros((16, 1), "float32")
 
 def _backup(folder, model=None, **kwargs):
     model = model or _model()
-    model.fit(X, Y, epochs=2, batch_size=4, verbose=0,
-              callbacks=[ExactBackupAndRestore(folder, delete_checkpoint=False, **kwargs)])
+    model.fit(
+        X,
+        Y,
+        epochs=2,
+        batch_size=4,
+        verbose=0,
+        callbacks=[ExactBackupAndRestore(folder, delete_checkpoint=False, **kwargs)],
+    )
     return model
 
 
@@ -147,7 +156,10 @@ def _set_state(folder: Path, text: str) -> None:
     [
         (_flip_one_weight, "fail their checksum"),
         (lambda d: _set_state(d, '{"format": "keras_repro.backup", "vers'), "corrupt or truncated"),
-        (lambda d: (d / "backup.weights.h5").write_bytes((d / "backup.weights.h5").read_bytes()[:2000]), "cannot be read"),
+        (
+            lambda d: (d / "backup.weights.h5").write_bytes((d / "backup.weights.h5").read_bytes()[:2000]),
+            "cannot be read",
+        ),
         (lambda d: (d / "backup.weights.h5").write_bytes(b"\0" * 64), "cannot be read"),
     ],
 )
@@ -181,7 +193,13 @@ def test_batch_backups_need_a_model_that_can_resume_mid_epoch(tmp_path):
 
 def test_plain_models_resume_at_epoch_boundaries(tmp_path):
     def make():
-        model = keras.Sequential([keras.Input((3,)), keras.layers.Dropout(0.5, seed=3), keras.layers.Dense(1, kernel_initializer=kr.initializers.he_normal(seed=0, key="k"))])
+        model = keras.Sequential(
+            [
+                keras.Input((3,)),
+                keras.layers.Dropout(0.5, seed=3),
+                keras.layers.Dense(1, kernel_initializer=kr.initializers.he_normal(seed=0, key="k")),
+            ]
+        )
         model.compile("sgd", "mse")
         return model
 
@@ -195,8 +213,9 @@ def test_plain_models_resume_at_epoch_boundaries(tmp_path):
 
     first = make()
     with pytest.raises(KeyboardInterrupt):
-        first.fit(X, Y, epochs=3, batch_size=4, shuffle=False, verbose=0,
-                  callbacks=[ExactBackupAndRestore(tmp_path), Stop()])
+        first.fit(
+            X, Y, epochs=3, batch_size=4, shuffle=False, verbose=0, callbacks=[ExactBackupAndRestore(tmp_path), Stop()]
+        )
     again = make()
     again.fit(X, Y, epochs=3, batch_size=4, shuffle=False, verbose=0, callbacks=[ExactBackupAndRestore(tmp_path)])
     assert all(np.array_equal(a, b) for a, b in zip(straight.get_weights(), again.get_weights()))
@@ -239,17 +258,23 @@ def states(m):
     return [g.state.numpy().tolist() for g in kr.paths.seed_generator_paths(m).values()]
 """
     path = tmp_path / "m.keras"
-    saved = run_python(build + f"""
+    saved = run_python(
+        build
+        + f"""
 m = make(); m.fit(x, y, epochs=2, batch_size=4, shuffle=False, verbose=0)
 m.save({str(path)!r}); s = states(m)
 m.fit(x, y, epochs=1, batch_size=4, shuffle=False, verbose=0)
 emit({{"states": s, "continued": [w.tolist() for w in m.get_weights()]}})
-""")
-    loaded = run_python(build + f"""
+"""
+    )
+    loaded = run_python(
+        build
+        + f"""
 m = keras.models.load_model({str(path)!r}, safe_mode=True); s = states(m)
 m.fit(x, y, epochs=1, batch_size=4, shuffle=False, verbose=0)
 emit({{"states": s, "continued": [w.tolist() for w in m.get_weights()], "seed": m.seed}})
-""")
+"""
+    )
     assert saved["states"][0][1] == 8  # 8 training steps drew 8 masks
     assert loaded == {**saved, "seed": 3}
 
@@ -268,7 +293,8 @@ def test_mid_epoch_backup_is_refused_before_anything_changes_where_it_cannot_res
     for model, shuffle in ((seeded, False), (plain, True)):
         weights = [w.copy() for w in model.get_weights()]
         with pytest.raises(ValueError, match="after 2 batches of epoch 1.*Nothing was restored"):
-            model.fit(X, Y, epochs=3, batch_size=4, shuffle=shuffle, verbose=0,
-                      callbacks=[ExactBackupAndRestore(tmp_path)])
+            model.fit(
+                X, Y, epochs=3, batch_size=4, shuffle=shuffle, verbose=0, callbacks=[ExactBackupAndRestore(tmp_path)]
+            )
         assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights()))
     assert _snapshot(tmp_path) == before

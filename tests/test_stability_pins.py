@@ -275,9 +275,7 @@ def test_stable_paths_and_derived_seeds_are_the_pinned_ones(fresh, name):
 @pytest.mark.parametrize("name", list(ZOO))
 def test_initial_weights_fingerprint_is_the_pinned_one(fresh, name):
     pinned, computed = PINS[name]["fingerprint"], fresh["pins"][name]["fingerprint"]
-    assert computed == pinned, _broken(
-        name, "fingerprint of the initial weights", pinned, computed, fresh["versions"]
-    )
+    assert computed == pinned, _broken(name, "fingerprint of the initial weights", pinned, computed, fresh["versions"])
 
 
 if __name__ == "__main__":

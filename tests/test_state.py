@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import keras_repro as kr
-from keras_repro.state import model_rng_state, set_model_rng_state
+from keras_repro.state import model_rng_state
+from keras_repro.state import set_model_rng_state
 from procs import run_pythons
 
 _MODEL = """
@@ -29,18 +30,26 @@ def train(model, epochs):
 
 def test_rng_state_carries_dropout_and_global_streams_to_another_process(tmp_path):
     weights, rng = tmp_path / "w.weights.h5", tmp_path / "rng.json"
-    straight = _MODEL + """
+    straight = (
+        _MODEL
+        + """
 model = build(); train(model, 4)
 emit([w.tolist() for w in model.get_weights()])
 """
-    first_half = _MODEL + f"""
+    )
+    first_half = (
+        _MODEL
+        + f"""
 kr.seed_everything(1)
 model = build(); train(model, 2)
 model.save_weights({str(weights)!r}); kr.save_rng_state(model, {str(rng)!r})
 emit(None)
 """
+    )
     a, _ = run_pythons([straight, first_half])
-    resume = _MODEL + f"""
+    resume = (
+        _MODEL
+        + f"""
 import random
 random.random()  # the new process's global streams start elsewhere
 model = build(); model.load_weights({str(weights)!r})
@@ -51,6 +60,7 @@ train(naive, 2)
 emit({{"exact": [w.tolist() for w in model.get_weights()],
        "naive": [w.tolist() for w in naive.get_weights()]}})
 """
+    )
     (b,) = run_pythons([resume])
     assert b["exact"] == a  # bit-identical to the uninterrupted run
     assert b["naive"] != a  # without the RNG state the masks replay: the gap this closes

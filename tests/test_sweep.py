@@ -16,7 +16,10 @@ import numpy as np
 import pytest
 
 import keras_repro as kr
-from keras_repro.sweep import SweepFailure, SweepResult, SweepWarning, process_pool
+from keras_repro.sweep import SweepFailure
+from keras_repro.sweep import SweepResult
+from keras_repro.sweep import SweepWarning
+from keras_repro.sweep import process_pool
 from procs import run_pythons
 
 TESTS_DIR = str(Path(__file__).resolve().parent)
@@ -588,9 +591,10 @@ def test_dask_local_cluster_results_are_bit_identical_to_in_process(workers_can_
     seeds = [11, 22, 33, 44]
     here = quiet_sweep(sweep_fns.train_tiny, seeds)
     waits = quiet_sweep(sweep_fns.draws_after_wait, [1, 2, 3, 4])
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as cluster, distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         on_dask = quiet_sweep(sweep_fns.train_tiny, seeds, executor=client)
         # Draws after a wait race with the workers' heartbeats (which draw
         # from Python's global `random`) unless each run has its own stream.

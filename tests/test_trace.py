@@ -5,17 +5,15 @@ import json
 import pytest
 
 import keras_repro as kr
-from keras_repro.trace import (
-    Divergence,
-    IncompleteTraceError,
-    NondeterminismError,
-    Trace,
-    TraceError,
-    TraceWriter,
-    compare_traces,
-    diff_traces,
-    load_trace,
-)
+from keras_repro.trace import Divergence
+from keras_repro.trace import IncompleteTraceError
+from keras_repro.trace import NondeterminismError
+from keras_repro.trace import Trace
+from keras_repro.trace import TraceError
+from keras_repro.trace import TraceWriter
+from keras_repro.trace import compare_traces
+from keras_repro.trace import diff_traces
+from keras_repro.trace import load_trace
 
 MANIFEST = {"keras": {"version": "3"}, "root_seed": 1, "hostname": "a", "created": "t0"}
 VARS = ["dense/kernel", "dense/bias", "optimizer/iterations"]
@@ -23,7 +21,11 @@ VARS = ["dense/kernel", "dense/bias", "optimizer/iterations"]
 
 def record(kind, fit=0, epoch=None, batch=None, digests=("k", "b", "i"), rng=None, fp=None):
     rec = {
-        "type": kind, "fit": fit, "epoch": epoch, "batch": batch, "step": epoch,
+        "type": kind,
+        "fit": fit,
+        "epoch": epoch,
+        "batch": batch,
+        "step": epoch,
         "fingerprint": fp or "fp-" + "-".join(digests),
         "variables": [[p, d] for p, d in zip(VARS, digests)],
     }
@@ -69,8 +71,11 @@ def test_round_trip_and_atomic_publication(tmp_path):
     trace = load_trace(path)
     assert trace.complete and trace.every == "epoch" and trace.manifest == MANIFEST
     assert [r["type"] for r in trace.records] == ["fit_begin", "epoch", "epoch", "epoch", "fit_end"]
-    assert trace.records[1]["variables"] == [["dense/kernel", "k0"], ["dense/bias", "b0"],
-                                             ["optimizer/iterations", "i0"]]
+    assert trace.records[1]["variables"] == [
+        ["dense/kernel", "k0"],
+        ["dense/bias", "b0"],
+        ["optimizer/iterations", "i0"],
+    ]
     lines = path.read_text().splitlines()
     assert json.loads(lines[-1])["type"] == "end" and json.loads(lines[-1])["records"] == len(lines)
 
@@ -262,9 +267,17 @@ def state_records(generator_digests, data=None, findings=(), kinds="wwgo", tf_se
     records = []
     for index, (kind, epoch) in enumerate([("fit_begin", None), ("epoch", 0), ("epoch", 1), ("fit_end", 1)]):
         digests = [f"k{index}", f"b{index}", generator_digests[index], f"i{index}"]
-        rec = {"type": kind, "fit": 0, "epoch": epoch, "batch": None, "step": index,
-               "fingerprint": "-".join(digests), "variables": [list(v) for v in zip(paths, digests)],
-               "kinds": kinds, "data": None if kind == "fit_begin" else (data or {}).get(index, "d")}
+        rec = {
+            "type": kind,
+            "fit": 0,
+            "epoch": epoch,
+            "batch": None,
+            "step": index,
+            "fingerprint": "-".join(digests),
+            "variables": [list(v) for v in zip(paths, digests)],
+            "kinds": kinds,
+            "data": None if kind == "fit_begin" else (data or {}).get(index, "d"),
+        }
         if kind == "fit_begin":
             rec["findings"] = list(findings)
             rec["tf_global_seed_set"] = tf_seeded
@@ -297,7 +310,11 @@ def test_a_seed_generator_that_is_drawn_from_is_a_divergence(tmp_path):
 
 
 def test_different_data_is_reported_as_data_with_the_sources_found(tmp_path):
-    findings = [finding("array-shuffle-unseeded"), finding("op-determinism-off"), finding("unseeded-initializer", "info")]
+    findings = [
+        finding("array-shuffle-unseeded"),
+        finding("op-determinism-off"),
+        finding("unseeded-initializer", "info"),
+    ]
     a = write_trace(tmp_path / "a.jsonl", state_records(["g"] * 4, findings=findings, tf_seeded=False))
     b = write_trace(tmp_path / "b.jsonl", state_records(["g"] * 4, data={1: "other"}, findings=findings))
     d = compare_traces(a, b)
@@ -330,6 +347,7 @@ def test_version_1_traces_still_load_and_compare(tmp_path):
     header.pop("crc")
     header["version"] = 1
     from keras_repro.trace import encode_line
+
     (tmp_path / "v1.jsonl").write_text(encode_line(header) + "\n".join(text[1:]) + "\n")
     old = load_trace(tmp_path / "v1.jsonl")
     assert old.header["version"] == 1 and old.records == load_trace(a).records

@@ -19,7 +19,9 @@ import h5py
 import numpy as np
 import xxhash
 
-from keras_repro import _compat, _files, paths
+from keras_repro import _compat
+from keras_repro import _files
+from keras_repro import paths
 from keras_repro.fingerprint import fingerprint_variables
 
 BACKUP_FORMAT = "keras_repro.backup"

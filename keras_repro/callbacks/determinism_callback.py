@@ -4,27 +4,34 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Union
+from typing import Any
 
 import keras
 
-from keras_repro import _validate, _warnings
-from keras_repro.audit import AuditError, Finding, audit
-from keras_repro.determinism import determinism_enabled, enable_determinism
+from keras_repro import _validate
+from keras_repro import _warnings
+from keras_repro.audit import AuditError
+from keras_repro.audit import Finding
+from keras_repro.audit import audit
 from keras_repro.data_fingerprint import DataFingerprint
-from keras_repro.fingerprint import Fingerprinter, fingerprint_rng_streams
-from keras_repro.manifest import diff_manifests, manifest
-from keras_repro.seeds import ReproducibilityWarning, rng_state
-from keras_repro.state import ResumePoint, get_resume_point
-from keras_repro.divergence import KIND_CODES, RecordComparator
-from keras_repro.trace import (
-    Divergence,
-    NondeterminismError,
-    NondeterminismWarning,
-    Trace,
-    TraceWriter,
-    load_trace,
-)
+from keras_repro.determinism import determinism_enabled
+from keras_repro.determinism import enable_determinism
+from keras_repro.divergence import KIND_CODES
+from keras_repro.divergence import RecordComparator
+from keras_repro.fingerprint import Fingerprinter
+from keras_repro.fingerprint import fingerprint_rng_streams
+from keras_repro.manifest import diff_manifests
+from keras_repro.manifest import manifest
+from keras_repro.seeds import ReproducibilityWarning
+from keras_repro.seeds import rng_state
+from keras_repro.state import ResumePoint
+from keras_repro.state import get_resume_point
+from keras_repro.trace import Divergence
+from keras_repro.trace import NondeterminismError
+from keras_repro.trace import NondeterminismWarning
+from keras_repro.trace import Trace
+from keras_repro.trace import TraceWriter
+from keras_repro.trace import load_trace
 
 __all__ = ["DeterminismCallback"]
 
@@ -126,7 +133,7 @@ class DeterminismCallback(keras.callbacks.Callback):
         self,
         trace: str | os.PathLike | None = None,
         reference: str | os.PathLike | Trace | None = None,
-        every: Union[str, int] = "epoch",
+        every: str | int = "epoch",
         on_mismatch: str = "raise",
         deterministic_ops: bool = True,
         audit: str = "warn",
@@ -208,9 +215,7 @@ class DeterminismCallback(keras.callbacks.Callback):
 
     def _compare_manifest(self, this_run: dict[str, Any]) -> None:
         if self._reference is not None:
-            differences = tuple(
-                d for d in diff_manifests(self._reference.manifest, this_run) if d.affects_results
-            )
+            differences = tuple(d for d in diff_manifests(self._reference.manifest, this_run) if d.affects_results)
             self._comparator = RecordComparator(differences, ("the reference run", "this run"))
 
     def _continue_interrupted(self, point: ResumePoint) -> None:
@@ -241,8 +246,11 @@ class DeterminismCallback(keras.callbacks.Callback):
         # epoch end leaves that record out: the restored state is the state
         # it recorded, so write it now.
         last = kept[-1] if kept else None
-        if self.every == "epoch" and point.step == 0 and point.epoch > 0 and not (
-            last is not None and last["type"] == "epoch" and last["epoch"] == point.epoch - 1
+        if (
+            self.every == "epoch"
+            and point.step == 0
+            and point.epoch > 0
+            and not (last is not None and last["type"] == "epoch" and last["epoch"] == point.epoch - 1)
         ):
             self._record("epoch", epoch=point.epoch - 1, rng=True)
         self._resume_batches = point.step
@@ -283,11 +291,7 @@ class DeterminismCallback(keras.callbacks.Callback):
         was_on = determinism_enabled()
         enable_determinism()
         model = self.model
-        if (
-            not was_on
-            and keras.backend.backend() == "tensorflow"
-            and getattr(model, "jit_compile", False) is True
-        ):
+        if not was_on and keras.backend.backend() == "tensorflow" and getattr(model, "jit_compile", False) is True:
             # Keras' rule (trainer.model_supports_jit): no XLA with op determinism.
             model.jit_compile = False
             model.make_train_function(force=True)
@@ -296,22 +300,18 @@ class DeterminismCallback(keras.callbacks.Callback):
                 "as Keras does when determinism is on at compile(), XLA is turned off for this "
                 "model, so the run computes the same as one that enabled determinism first. "
                 "Fix: call keras_repro.enable_determinism() before compile().",
-                ReproducibilityWarning)
+                ReproducibilityWarning,
+            )
 
     def _run_audit(self) -> None:
         self.findings = audit(self.model)
         errors = [f for f in self.findings if f.severity == "error"]
         if self.audit_mode == "raise" and errors:
             raise AuditError(errors)
-        new = [
-            f for f in self.findings
-            if f.severity != "info" and (f.code, f.subject) not in self._warned
-        ]
+        new = [f for f in self.findings if f.severity != "info" and (f.code, f.subject) not in self._warned]
         if new:
             self._warned.update((f.code, f.subject) for f in new)
-            _warnings.warn(
-                "Reproducibility audit:\n" + "\n".join(f"- {f}" for f in new),
-                ReproducibilityWarning)
+            _warnings.warn("Reproducibility audit:\n" + "\n".join(f"- {f}" for f in new), ReproducibilityWarning)
 
     def _record(self, kind: str, epoch: int | None = None, batch: int | None = None, rng: bool = False) -> None:
         model = self.model
@@ -367,11 +367,13 @@ class DeterminismCallback(keras.callbacks.Callback):
         where = self._writer.partial if self._writer.partial is not None else "memory"
         if self.on_mismatch == "raise":
             self._writer.close()
-            raise NondeterminismError(dataclasses.replace(
-                divergence,
-                message=f"{divergence.message} (Reference: {self._reference.describe()}; "
-                f"this run's trace so far: {where}.)",
-            ))
+            raise NondeterminismError(
+                dataclasses.replace(
+                    divergence,
+                    message=f"{divergence.message} (Reference: {self._reference.describe()}; "
+                    f"this run's trace so far: {where}.)",
+                )
+            )
         _warnings.warn(divergence.message, NondeterminismWarning)
 
     def get_config(self) -> dict[str, Any]:
@@ -386,7 +388,7 @@ class DeterminismCallback(keras.callbacks.Callback):
         }
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "DeterminismCallback":
+    def from_config(cls, config: dict[str, Any]) -> DeterminismCallback:
         return cls(**config)
 
 
@@ -413,5 +415,3 @@ def _before_resume(records: list[dict[str, Any]], point: ResumePoint) -> list[di
     kept = [r for r in records if before(r)]
     resumed_fit = max((r["fit"] for r in kept), default=0)
     return [r for r in kept if not (r["type"] == "fit_end" and r["fit"] == resumed_fit)]
-
-

@@ -7,34 +7,34 @@ import os
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import keras
 
-from keras_repro.callbacks.backup_file import (
-    BACKUP_FORMAT,
-    BACKUP_VERSION,
-    build_optimizers,
-    check_model_signature,
-    ensure_built,
-    model_signature,
-    optimizer_references,
-    read_backup_file,
-    seal_backup_file,
-    verify_restored,
-)
-from keras_repro import _compat, _validate, _warnings, data_fingerprint
-from keras_repro.fingerprint import fingerprint_details, tracked_variables
+from keras_repro import _compat
+from keras_repro import _validate
+from keras_repro import _warnings
+from keras_repro import data_fingerprint
+from keras_repro.callbacks.backup_file import BACKUP_FORMAT
+from keras_repro.callbacks.backup_file import BACKUP_VERSION
+from keras_repro.callbacks.backup_file import build_optimizers
+from keras_repro.callbacks.backup_file import check_model_signature
+from keras_repro.callbacks.backup_file import ensure_built
+from keras_repro.callbacks.backup_file import model_signature
+from keras_repro.callbacks.backup_file import optimizer_references
+from keras_repro.callbacks.backup_file import read_backup_file
+from keras_repro.callbacks.backup_file import seal_backup_file
+from keras_repro.callbacks.backup_file import verify_restored
+from keras_repro.fingerprint import fingerprint_details
+from keras_repro.fingerprint import tracked_variables
 from keras_repro.seeds import ReproducibilityWarning
-from keras_repro.state import (
-    ResumePoint,
-    check_model_rng_state,
-    get_resume_point,
-    mid_epoch_resumable,
-    model_rng_state,
-    set_model_rng_state,
-    set_resume_point,
-)
+from keras_repro.state import ResumePoint
+from keras_repro.state import check_model_rng_state
+from keras_repro.state import get_resume_point
+from keras_repro.state import mid_epoch_resumable
+from keras_repro.state import model_rng_state
+from keras_repro.state import set_model_rng_state
+from keras_repro.state import set_resume_point
 
 __all__ = ["ExactBackupAndRestore"]
 
@@ -99,7 +99,7 @@ class ExactBackupAndRestore(keras.callbacks.Callback):
     def __init__(
         self,
         backup_dir: str | os.PathLike,
-        save_freq: Union[str, int] = "epoch",
+        save_freq: str | int = "epoch",
         double_checkpoint: bool = False,
         delete_checkpoint: bool = True,
     ) -> None:
@@ -195,7 +195,8 @@ class ExactBackupAndRestore(keras.callbacks.Callback):
             if first_error is not None:
                 _warnings.warn(
                     f"The latest backup could not be read ({first_error}); resuming from the previous one.",
-                    ReproducibilityWarning)
+                    ReproducibilityWarning,
+                )
             return path, document
         if first_error is not None:
             raise first_error
@@ -255,10 +256,15 @@ class ExactBackupAndRestore(keras.callbacks.Callback):
             raise
         details = fingerprint_details(model)
         document = {
-            "format": BACKUP_FORMAT, "version": BACKUP_VERSION,
-            "epoch": epoch, "step": step, "iterations": details.iterations or 0,
-            "signature": model_signature(model), "rng": model_rng_state(model),
-            "optimizers": optimizer_references(model), "variables": details.variables,
+            "format": BACKUP_FORMAT,
+            "version": BACKUP_VERSION,
+            "epoch": epoch,
+            "step": step,
+            "iterations": details.iterations or 0,
+            "signature": model_signature(model),
+            "rng": model_rng_state(model),
+            "optimizers": optimizer_references(model),
+            "variables": details.variables,
             "data_digest": data_fingerprint.peek_state(model),
         }
         if self._publisher is None:
@@ -303,7 +309,5 @@ class ExactBackupAndRestore(keras.callbacks.Callback):
         }
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "ExactBackupAndRestore":
+    def from_config(cls, config: dict[str, Any]) -> ExactBackupAndRestore:
         return cls(**config)
-
-

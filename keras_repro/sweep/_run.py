@@ -30,13 +30,24 @@ import threading
 import time
 import traceback
 import warnings
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Iterator
+from collections.abc import Sequence
+from typing import Any
 
 from keras_repro import _validate
-from keras_repro.seeds import ReproducibilityWarning, isolated_rng, seed_everything
-from keras_repro.sweep._values import Metrics, resolve_seeds, short_repr, to_metrics
-from keras_repro.sweep.executors import check_fn_for_workers, resolve_executor
-from keras_repro.sweep.result import SweepFailure, SweepResult
+from keras_repro.seeds import ReproducibilityWarning
+from keras_repro.seeds import isolated_rng
+from keras_repro.seeds import seed_everything
+from keras_repro.sweep._values import Metrics
+from keras_repro.sweep._values import resolve_seeds
+from keras_repro.sweep._values import short_repr
+from keras_repro.sweep._values import to_metrics
+from keras_repro.sweep.executors import check_fn_for_workers
+from keras_repro.sweep.executors import resolve_executor
+from keras_repro.sweep.result import SweepFailure
+from keras_repro.sweep.result import SweepResult
 
 __all__ = ["SweepWarning", "sweep"]
 
@@ -189,10 +200,7 @@ class _Progress:
         elapsed = time.perf_counter() - self.start
         eta = f"{elapsed / done * (self.total - done):.1f}s" if done else "?"
         failures = f" ({failed} failed)" if failed else ""
-        line = (
-            f"sweep ({self.where}): seed {done}/{self.total}{failures}  "
-            f"elapsed {elapsed:.1f}s  ETA {eta}"
-        )
+        line = f"sweep ({self.where}): seed {done}/{self.total}{failures}  elapsed {elapsed:.1f}s  ETA {eta}"
         if self.tty:
             self.stream.write("\r" + line.ljust(self.width))
             self.width = len(line)

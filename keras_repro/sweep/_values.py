@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Iterable, Mapping, Union
+from collections.abc import Iterable
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
-from keras_repro.seeds import derive_seed, validate_seed
+from keras_repro.seeds import derive_seed
+from keras_repro.seeds import validate_seed
 
 #: Name under which a plain number returned by ``fn(seed)`` is stored.
 DEFAULT_METRIC = "value"
 
-Metrics = Union[float, Mapping[str, float]]
+Metrics = float | Mapping[str, float]
 
 
 def short_repr(value: Any) -> str:
@@ -45,8 +48,7 @@ def to_metric(value: Any, name: str) -> float:
     where = "fn(seed) returned" if name == DEFAULT_METRIC else f"metric {name!r} is"
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(
-            f"{where} a bool ({value!r}); metrics must be real numbers: "
-            "return float(x) if you mean 1.0/0.0."
+            f"{where} a bool ({value!r}); metrics must be real numbers: return float(x) if you mean 1.0/0.0."
         )
     if isinstance(value, numbers.Real):
         result = float(value)

@@ -27,7 +27,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import pickle
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from keras_repro import _validate
 from keras_repro.sweep._values import short_repr
@@ -150,5 +151,7 @@ def process_pool(max_workers: int | None = None) -> cf.ProcessPoolExecutor:
     import multiprocessing
 
     if max_workers is not None:
-        max_workers = _validate.check_int("max_workers", max_workers, minimum=1, allowed="max_workers must be a positive integer or None")
+        max_workers = _validate.check_int(
+            "max_workers", max_workers, minimum=1, allowed="max_workers must be a positive integer or None"
+        )
     return cf.ProcessPoolExecutor(max_workers=max_workers, mp_context=multiprocessing.get_context("spawn"))

@@ -19,16 +19,21 @@ print(result.summary())
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import asdict
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from keras_repro import _files
 from keras_repro.seeds import validate_seed
 from keras_repro.sweep import stats
-from keras_repro.sweep._values import resolve_seeds, to_metrics
-from keras_repro.sweep.stats import SweepComparison, SweepSummary
+from keras_repro.sweep._values import resolve_seeds
+from keras_repro.sweep._values import to_metrics
+from keras_repro.sweep.stats import SweepComparison
+from keras_repro.sweep.stats import SweepSummary
 
 __all__ = ["SweepFailure", "SweepResult"]
 
@@ -123,9 +128,7 @@ class SweepResult:
             raise ValueError(f"Seeds {missing} have neither metrics nor a failure record.")
         order = {s: i for i, s in enumerate(seed_list)}
         self.failures: list[SweepFailure] = sorted(failures, key=lambda f: order[f.seed])
-        self.seconds: dict[int, float] = {
-            int(s): float(t) for s, t in (seconds or {}).items() if s in self.metrics
-        }
+        self.seconds: dict[int, float] = {int(s): float(t) for s, t in (seconds or {}).items() if s in self.metrics}
 
     # -- access ------------------------------------------------------------
 
@@ -214,7 +217,7 @@ class SweepResult:
 
     def compare(
         self,
-        other: "SweepResult",
+        other: SweepResult,
         metric: str | None = None,
         *,
         confidence: float = 0.95,
@@ -279,8 +282,7 @@ class SweepResult:
             import pandas as pd
         except ImportError:
             raise ImportError(
-                "SweepResult.to_frame() needs pandas: pip install pandas "
-                "(or pip install 'keras_repro[test]')."
+                "SweepResult.to_frame() needs pandas: pip install pandas (or pip install 'keras_repro[test]')."
             ) from None
         seeds = [s for s in self.seeds if s in self.metrics]
         frame = pd.DataFrame(
@@ -307,9 +309,7 @@ class SweepResult:
         try:
             import matplotlib.pyplot as plt
         except ImportError:
-            raise ImportError(
-                "SweepResult.plot() needs matplotlib: pip install 'keras_repro[plot]'."
-            ) from None
+            raise ImportError("SweepResult.plot() needs matplotlib: pip install 'keras_repro[plot]'.") from None
         summary = self.summary(metric, confidence=confidence)
         values = self.values(summary.metric)
         if ax is None:
@@ -353,7 +353,7 @@ class SweepResult:
         _files.write_document(path, _FORMAT, _VERSION, body)
 
     @classmethod
-    def load(cls, path: _files.PathLike) -> "SweepResult":
+    def load(cls, path: _files.PathLike) -> SweepResult:
         """Reads a result written by `save`.
 
         Args:

@@ -20,13 +20,15 @@ print(summary)
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from keras_repro import _validate
-from keras_repro.seeds import derive_seed, validate_seed
+from keras_repro.seeds import derive_seed
+from keras_repro.seeds import validate_seed
 
 # `summarize`, `compare_means` and `check_bootstrap_args` are the statistics
 # behind `SweepResult.summary` and `SweepResult.compare`, which check the
@@ -117,8 +119,13 @@ def check_bootstrap_args(confidence: float, resamples: int, bootstrap_seed: int)
             positive integer.
         TypeError / ValueError: `bootstrap_seed` is not a valid seed.
     """
-    _validate.check_real("confidence", confidence, greater_than=0, less_than=1,
-                         allowed="confidence must be a number strictly between 0 and 1, e.g. 0.95")
+    _validate.check_real(
+        "confidence",
+        confidence,
+        greater_than=0,
+        less_than=1,
+        allowed="confidence must be a number strictly between 0 and 1, e.g. 0.95",
+    )
     _validate.check_int("resamples", resamples, minimum=1, allowed="resamples must be a positive integer, e.g. 10_000")
     return validate_seed(bootstrap_seed)
 

@@ -2,7 +2,8 @@
 
 import keras
 import tensorflow as tf
-from _common import PER_PROCESS, fit
+from _common import PER_PROCESS
+from _common import fit
 
 FACTOR = 1.0 + PER_PROCESS * 1e-3
 
@@ -20,10 +21,12 @@ class ScaleGradient(keras.layers.Layer):
         return scaled_identity(x)
 
 
-model = keras.Sequential([
-    keras.Input((4,)),
-    keras.layers.Dense(8, name="hidden"),
-    ScaleGradient(name="scaled"),
-    keras.layers.Dense(1, name="out"),
-])
+model = keras.Sequential(
+    [
+        keras.Input((4,)),
+        keras.layers.Dense(8, name="hidden"),
+        ScaleGradient(name="scaled"),
+        keras.layers.Dense(1, name="out"),
+    ]
+)
 fit(model)

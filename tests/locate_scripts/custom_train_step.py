@@ -2,7 +2,8 @@
 
 import keras
 import tensorflow as tf
-from _common import PER_PROCESS, fit
+from _common import PER_PROCESS
+from _common import fit
 
 FACTOR = 1.0 + PER_PROCESS * 1e-3
 

@@ -1,7 +1,8 @@
 """A layer whose forward pass adds a constant that differs in every process."""
 
 import keras
-from _common import PER_PROCESS, fit
+from _common import PER_PROCESS
+from _common import fit
 
 
 class AddOffset(keras.layers.Layer):
@@ -9,10 +10,12 @@ class AddOffset(keras.layers.Layer):
         return x + PER_PROCESS * 1e-3
 
 
-model = keras.Sequential([
-    keras.Input((4,)),
-    keras.layers.Dense(8, name="hidden"),
-    AddOffset(name="noisy"),
-    keras.layers.Dense(1, name="out"),
-])
+model = keras.Sequential(
+    [
+        keras.Input((4,)),
+        keras.layers.Dense(8, name="hidden"),
+        AddOffset(name="noisy"),
+        keras.layers.Dense(1, name="out"),
+    ]
+)
 fit(model)
