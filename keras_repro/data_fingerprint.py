@@ -134,10 +134,11 @@ class DataFingerprint:
     def read(self) -> str | None:
         """The digest of the batches since the last `reset` (16 hex digits).
 
-        One read of the accumulator, which keeps going: two runs' digests
-        agree at a record exactly when they trained on the same batches, in
-        the same order, up to it. None where the data cannot be
-        fingerprinted (see `supported`).
+        One read of the accumulator, which keeps going: two runs that
+        trained on the same batches in the same order up to a record have
+        the same digest there, and runs whose batches differed have
+        different ones (but for a chance of about 2**-64). None where the
+        data cannot be fingerprinted (see `supported`).
         """
         if self._accumulator is None:
             return None

@@ -69,6 +69,40 @@ def test_diff_rejects_unreadable_and_mismatched_files(tmp_path):
     assert out.returncode == 2 and len(our_lines(out.stderr)) == 1 and "garbage.json" in out.stderr
 
 
+def test_diff_of_traces_that_differ_only_in_unused_state_exits_0_with_a_note(tmp_path):
+    from keras_repro.trace import TraceWriter
+
+    def write(path, python_stream, kernel):
+        writer = TraceWriter(path)
+        writer.start({"manifest": {}, "every": "epoch"})
+        rng = {"python": python_stream, "numpy": "n", "tensorflow": "t", "keras": "k", "root_seed": "r"}
+        for kind, epoch in (("fit_begin", None), ("epoch", 0), ("fit_end", 0)):
+            writer.write(
+                {
+                    "type": kind,
+                    "fit": 0,
+                    "epoch": epoch,
+                    "batch": None,
+                    "step": 0 if epoch is None else 1,
+                    "fingerprint": kernel,
+                    "variables": [["dense/kernel", kernel]],
+                    "kinds": "w",
+                    "data": None,
+                    "rng": rng,
+                }
+            )
+        writer.finish()
+
+    write(tmp_path / "a.jsonl", "p1", "k")
+    write(tmp_path / "b.jsonl", "p2", "k")
+    write(tmp_path / "c.jsonl", "p2", "other")
+    same = keras_repro("diff", tmp_path / "a.jsonl", tmp_path / "b.jsonl")
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "note: the global random state (python) differs from the start of fit 0" in same.stdout
+    different = keras_repro("diff", tmp_path / "a.jsonl", tmp_path / "c.jsonl")
+    assert different.returncode == 1 and "different weights" in different.stdout
+
+
 def test_check_reproducible_script_exits_0_and_traces_compare_equal(tmp_path):
     # Options before the script; what follows the script goes to the script.
     out = keras_repro("check", "--keep", tmp_path, "examples/reproducible_mlp.py", "--epochs", "2")
