@@ -29,6 +29,9 @@ from collections.abc import Iterable
 from collections.abc import Mapping
 from typing import Any
 
+from keras_repro._causes import explanation
+from keras_repro._causes import relevant_findings
+from keras_repro._causes import relevant_manifest
 from keras_repro.manifest import ManifestDifference
 from keras_repro.seeds import ReproducibilityWarning
 
@@ -51,55 +54,6 @@ _KIND_OF_CODE = {code: kind for kind, code in KIND_CODES.items()}
 #: Tracked-variable kinds whose difference is a divergence at once.
 _STATE_KINDS = frozenset({"weight", "optimizer", "other"})
 _SHOWN = 5  # names shown in a message
-
-# Manifest keys that only steer kernels run during training: they cannot
-# explain different initial weights (initializers are stateless RNG kernels).
-_KERNEL_ONLY_KEYS = (
-    "tensorflow.threads",
-    "tensorflow.op_determinism",
-    "tensorflow.tf32",
-    "determinism",
-    "cpu.count",
-    "cpu.affinity",
-    "env.TF_DETERMINISTIC_OPS",
-    "env.TF_CUDNN_DETERMINISTIC",
-    "env.TF_CUDNN_USE_AUTOTUNE",
-    "env.OMP_NUM_THREADS",
-    "env.MKL_NUM_THREADS",
-    "env.OPENBLAS_NUM_THREADS",
-    "env.TF_NUM_INTRAOP_THREADS",
-    "env.TF_NUM_INTEROP_THREADS",
-    "env.CUBLAS_WORKSPACE_CONFIG",
-    "env.NVIDIA_TF32_OVERRIDE",
-)
-
-# Which audit findings can explain which kind of divergence, the most specific
-# first: a divergence lists the findings in this order.
-_FINDINGS_EXPLAIN: dict[str, tuple[str, ...]] = {
-    "start": ("unseeded-initializer", "shared-initializer", "root-seed-unset", "hashseed-unset"),
-    "data": (
-        "array-shuffle-unseeded",
-        "data-unseeded-shuffle",
-        "data-unseeded-random",
-        "data-parallel-random",
-        "data-random-layers",
-        "data-nondeterministic-order",
-        "root-seed-unset",
-        "hashseed-unset",
-    ),
-    "step": (
-        "gpu-no-deterministic-kernel",
-        "op-determinism-off",
-        "jit-compile",
-        "unseeded-seed-generator",
-        "env-changed-after-start",
-        "env-missing-at-start",
-        "root-seed-unset",
-        "hashseed-unset",
-    ),
-    "rng": ("unseeded-seed-generator", "root-seed-unset", "hashseed-unset"),
-    "length": (),
-}
 
 
 class NondeterminismWarning(ReproducibilityWarning):
@@ -243,48 +197,6 @@ def _names(paths: Iterable[str]) -> str:
     return shown + (f" and {len(paths) - _SHOWN} more" if len(paths) > _SHOWN else "")
 
 
-def explains(code: str, kind: str) -> bool:
-    """Whether an audit finding with `code` can explain a divergence of `kind`.
-
-    Codes this module does not know (a newer audit's) are not offered.
-    """
-    return code in _FINDINGS_EXPLAIN.get(kind, ())
-
-
-def _relevant_findings(findings: tuple[dict[str, Any], ...], kind: str) -> tuple[dict[str, Any], ...]:
-    """The warning and error findings that can explain `kind`, the most specific first."""
-    order = _FINDINGS_EXPLAIN.get(kind, ())
-    relevant = [f for f in findings if f.get("severity") != "info" and f.get("code") in order]
-    return tuple(sorted(relevant, key=lambda f: order.index(f["code"])))
-
-
-def _relevant_manifest(differences: tuple[ManifestDifference, ...], kind: str) -> tuple[ManifestDifference, ...]:
-    if kind != "start":
-        return differences
-    return tuple(d for d in differences if not d.key.startswith(_KERNEL_ONLY_KEYS))
-
-
-def _explain(differences: tuple[ManifestDifference, ...], findings: tuple[dict[str, Any], ...]) -> str:
-    parts = []
-    if findings:
-        listed = "; ".join(
-            f"{f['code']}{' [' + f['subject'] + ']' if f.get('subject') else ''}: {f['what']} Fix: {f['fix']}"
-            for f in findings[:_SHOWN]
-        )
-        parts.append(f" Found in the run that can explain it: {listed}")
-    if differences:
-        shown = "; ".join(str(d) for d in differences[:_SHOWN])
-        more = f" (and {len(differences) - _SHOWN} more)" if len(differences) > _SHOWN else ""
-        parts.append(f" Environment differences that can explain it: {shown}{more}.")
-    if not parts:
-        return (
-            " The two runs' manifests agree on everything that can change results, and the audit "
-            "found no cause of this kind, so it is inside the run: nondeterministic kernels or "
-            "data pipeline, unseeded randomness, or a difference in code or data neither sees."
-        )
-    return "".join(parts)
-
-
 class RecordComparator:
     """Compares two runs record by record, as their records come.
 
@@ -354,8 +266,8 @@ class RecordComparator:
 
     def _divergence(self, kind: str, record: Mapping[str, Any], variables, message: tuple[str, str]) -> Divergence:
         """A divergence: `message` is (what differs, what already differed earlier)."""
-        differences = _relevant_manifest(self.manifest_differences, kind)
-        findings = _relevant_findings(self._findings, kind)
+        differences = relevant_manifest(self.manifest_differences, kind)
+        findings = relevant_findings(self._findings, kind)
         head, earlier = message
         if kind == "data" and self._tf_unseeded and not any(f["code"] == "array-shuffle-unseeded" for f in findings):
             head += (
@@ -370,7 +282,7 @@ class RecordComparator:
             record.get("step"),
             tuple(variables),
             differences,
-            head + _explain(differences, findings) + earlier,
+            head + explanation(differences, findings) + earlier,
             findings,
             self.notes,
         )
