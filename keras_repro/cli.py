@@ -39,9 +39,10 @@ def _every(value: str):
 
 
 def _runs(value: str) -> int:
-    if not value.isdigit() or int(value) < 2:
-        raise argparse.ArgumentTypeError(f"invalid value {value!r}: use an integer >= 2")
-    return int(value)
+    try:
+        return _validate.check_int("runs", int(value) if value.isdigit() else value, minimum=2)
+    except (TypeError, ValueError) as e:
+        raise argparse.ArgumentTypeError(f"invalid value {value!r}: {e}") from None
 
 
 def _parser() -> argparse.ArgumentParser:

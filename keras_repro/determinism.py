@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import importlib
 import os
-import warnings
 from typing import Any
 
 import keras
 
 from keras_repro import _compat
+from keras_repro import _warnings
 from keras_repro._compat import tensorflow_module
 from keras_repro.seeds import ReproducibilityWarning
 
@@ -149,13 +149,12 @@ def enable_determinism() -> list[str]:
         tf.config.experimental.enable_op_determinism()
         switched.append("tensorflow.op_determinism")
         if tf_global_seed() is None:
-            warnings.warn(
+            _warnings.warn(
                 "TensorFlow op determinism is on but TensorFlow has no global seed, so "
                 "unseeded TF random ops (including fit(shuffle=True) data pipelines "
                 "built from now on) will raise 'Random ops require a seed'. "
                 "Fix: call keras_repro.seed_everything(seed) first.",
                 ReproducibilityWarning,
-                stacklevel=2,
             )
     if backend == "torch":
         import torch
@@ -168,20 +167,18 @@ def enable_determinism() -> list[str]:
             os.environ["CUBLAS_WORKSPACE_CONFIG"] = DETERMINISTIC_CUBLAS_WORKSPACE
             switched.append("CUBLAS_WORKSPACE_CONFIG")
             if torch.cuda.is_available() and torch.cuda.is_initialized():
-                warnings.warn(
+                _warnings.warn(
                     "CUBLAS_WORKSPACE_CONFIG was set after CUDA was initialized and may "
                     "have no effect. Fix: start the program as "
                     f"`CUBLAS_WORKSPACE_CONFIG={DETERMINISTIC_CUBLAS_WORKSPACE} python train.py`.",
                     ReproducibilityWarning,
-                    stacklevel=2,
                 )
     if backend == "jax" and not xla_flags_deterministic():
-        warnings.warn(
+        _warnings.warn(
             "JAX reads its determinism switch from XLA_FLAGS when it starts; it cannot be "
             "turned on from inside the program. Fix: start the program as "
             f"`XLA_FLAGS={JAX_DETERMINISTIC_FLAG} python train.py`.",
             ReproducibilityWarning,
-            stacklevel=2,
         )
     return switched
 

@@ -19,12 +19,12 @@ layer = keras.layers.Dense(
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import keras
 
 from keras_repro import _validate
+from keras_repro import _warnings
 from keras_repro.seeds import ReproducibilityWarning
 from keras_repro.seeds import derive_seed
 from keras_repro.seeds import validate_seed
@@ -217,12 +217,11 @@ class SeededInitializers:
             return path
         path = _key_path(key)
         if path in self._keys:
-            warnings.warn(
+            _warnings.warn(
                 f"Key {key!r} was already used on this SeededInitializers: both "
                 "initializers have the same seed and give identical values for "
                 "same-shape weights. Use distinct keys unless that is intended.",
                 ReproducibilityWarning,
-                stacklevel=3,
             )
         self._keys.add(path)
         return path

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +49,7 @@ import keras
 
 from keras_repro import _compat
 from keras_repro import _validate
+from keras_repro import _warnings
 from keras_repro import paths
 from keras_repro.seeds import ReproducibilityWarning
 from keras_repro.seeds import derive_seed
@@ -289,12 +289,11 @@ def _generator_state(seed: int) -> Callable:
 # ---------------------------------------------------------------- the pass
 
 
-def _seed_pass(model, record: SeedingRecord, only_new: bool, stacklevel: int = 3) -> None:
+def _seed_pass(model, record: SeedingRecord, only_new: bool) -> None:
     """Seeds every layer, weight and seed generator of `model` from `record.seed`.
 
     With `only_new`, weights and generators seen by an earlier pass keep
-    their values (they may have been trained or loaded since). `stacklevel`
-    is that of the `UnseededWeightWarning`, counted from this function.
+    their values (they may have been trained or loaded since).
     """
     seed = record.seed
     problems: list[str] = []
@@ -353,7 +352,7 @@ def _seed_pass(model, record: SeedingRecord, only_new: bool, stacklevel: int = 3
         message = "seed_model: " + "\n  ".join(["some random streams are not keyed by path:"] + problems)
         if record.strict:
             raise ValueError(message)
-        warnings.warn(message, UnseededWeightWarning, stacklevel=stacklevel)
+        _warnings.warn(message, UnseededWeightWarning)
 
 
 def _install_build_hook(model) -> None:
@@ -439,7 +438,7 @@ def seed_new(model: keras.Model) -> None:
     if record is not None:
         # The warning names the caller of this function's caller, as it
         # does for a pass run from `seed_model`.
-        _seed_pass(model, record, only_new=True, stacklevel=4)
+        _seed_pass(model, record, only_new=True)
 
 
 def seeds_global_streams_in_fit(model: keras.layers.Layer) -> bool:

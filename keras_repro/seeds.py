@@ -15,12 +15,12 @@ import os
 import random
 import sys
 import threading
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
 from keras_repro import _compat
 from keras_repro import _validate
+from keras_repro import _warnings
 
 __all__ = [
     "MAX_SEED",
@@ -227,7 +227,7 @@ def _warn_hashseed_once() -> None:
     if _hashseed_warned or hashseed_set_at_start():
         return
     _hashseed_warned = True
-    warnings.warn(
+    _warnings.warn(
         "PYTHONHASHSEED was not set when this Python process started, so the "
         "iteration order of sets and of dicts built from them can differ "
         "between runs. Setting it inside the program has no effect on the "
@@ -235,7 +235,6 @@ def _warn_hashseed_once() -> None:
         "`PYTHONHASHSEED=0 python train.py` (or export PYTHONHASHSEED before "
         "launching it).",
         ReproducibilityWarning,
-        stacklevel=3,
     )
 
 

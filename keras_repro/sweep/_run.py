@@ -29,7 +29,6 @@ import sys
 import threading
 import time
 import traceback
-import warnings
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
@@ -37,6 +36,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from keras_repro import _validate
+from keras_repro import _warnings
 from keras_repro.seeds import ReproducibilityWarning
 from keras_repro.seeds import isolated_rng
 from keras_repro.seeds import seed_everything
@@ -304,11 +304,10 @@ def sweep(
     if result.failures:
         shown = ", ".join(str(f.seed) for f in result.failures[:10])
         more = ", ..." if len(result.failures) > 10 else ""
-        warnings.warn(
+        _warnings.warn(
             f"{len(result.failures)} of {len(seed_list)} seeds failed (seeds {shown}{more}); "
             f"first: {result.failures[0]}. The tracebacks are in result.failures.",
             SweepWarning,
-            stacklevel=2,  # the line that called sweep()
         )
     return result
 
