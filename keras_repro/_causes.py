@@ -13,7 +13,7 @@ from typing import Any
 
 from keras_repro.manifest import ManifestDifference
 
-__all__ = ["explains", "explanation", "relevant_findings", "relevant_manifest"]
+__all__ = ["explains", "explanation", "relevant_findings", "relevant_manifest", "scheduling_dependent"]
 
 _SHOWN = 5  # findings and differences shown in a message
 
@@ -65,6 +65,20 @@ _FINDINGS_EXPLAIN: dict[str, tuple[str, ...]] = {
     "rng": ("unseeded-seed-generator", "root-seed-unset", "hashseed-unset"),
     "length": (),
 }
+
+
+# Findings whose effect depends on thread scheduling: runs that agree can have
+# agreed by chance, so a reproducible verdict says so.
+_SCHEDULING_DEPENDENT = ("data-parallel-random", "gpu-no-deterministic-kernel")
+
+
+def scheduling_dependent(findings: tuple[dict[str, Any], ...]) -> tuple[dict[str, Any], ...]:
+    """The warning and error findings whose effect changes with thread scheduling.
+
+    Two runs can agree in spite of them (the threads happened to run in the
+    same order), so their agreement does not show the next run will agree.
+    """
+    return tuple(f for f in findings if f.get("severity") != "info" and f.get("code") in _SCHEDULING_DEPENDENT)
 
 
 def explains(code: str, kind: str) -> bool:

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from keras_repro import _causes
 from keras_repro import _validate
 from keras_repro._runner import ScriptError
 from keras_repro._runner import run_once
@@ -92,6 +93,13 @@ class CheckResult:
                 f"final fingerprint {self.final_fingerprint}"
             ]
             lines += [f"  note: {note}" for note in self.notes]
+            racy = _causes.scheduling_dependent(tuple(self.findings))
+            if racy:
+                codes = ", ".join(sorted({f["code"] for f in racy}))
+                lines.append(
+                    f"  caution: the audit found randomness that depends on thread scheduling ({codes}); "
+                    f"these {self.runs} runs agree, but the order can change in another run."
+                )
             relevant = [f for f in self.findings if f["severity"] in ("error", "warning")]
             heading = "audit findings (run 1; what could make other runs differ):"
         else:
