@@ -7,7 +7,9 @@ costs in Keras), all with op determinism on so that only the callback's own
 cost is measured, REPEATS times; prints the median fit time of each, the
 overhead ratios (targets: epoch <= 2%, batch <= 15%) and the overhead per
 training step, and the cost of the data fingerprints (every="epoch" with
-and without them). On a busy machine wall-time differences are noisy, so it
+and without them), and the cost of the float summaries each record keeps
+(a record with and without them, against the fingerprint alone and against
+an epoch). On a busy machine wall-time differences are noisy, so it
 also prints the time spent inside the callback's hooks, timed in the same
 fits, as a share of the fit time without the callback.
 
@@ -115,6 +117,24 @@ def time_data_digest(x, y, per_call=50, repeats=20):
     return best
 
 
+def time_summaries(repeats=50):
+    """Seconds per record of the fingerprint with and without the float summaries (best of 5)."""
+    from keras_repro.fingerprint import Fingerprinter
+
+    kr.seed_everything(0)
+    model = make_model()
+    model.optimizer.build(model.trainable_variables)  # the Adam slots a record covers too
+    fingerprinter = Fingerprinter(model)
+    best = {False: float("inf"), True: float("inf")}
+    for _ in range(5):
+        for summaries in (False, True):
+            start = time.perf_counter()
+            for _ in range(repeats):
+                fingerprinter.details(summaries=summaries)
+            best[summaries] = min(best[summaries], (time.perf_counter() - start) / repeats)
+    return best[False], best[True]
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch-size", type=int, default=32)
@@ -160,6 +180,14 @@ def main():
     print(
         f'data fingerprints, every="epoch": {with_data / without:.3f}x the fit time of the callback '
         "without them (target <= 1.02)"
+    )
+    plain_record, summarized_record = time_summaries()
+    epoch_time = base / EPOCHS
+    print(
+        f"float summaries: a record takes {summarized_record * 1e3:.2f} ms with them, "
+        f"{plain_record * 1e3:.2f} ms without ({summarized_record / plain_record:.2f}x the fingerprint alone); "
+        f'with every="epoch" they add {(summarized_record - plain_record) / epoch_time * 100:.3f}% '
+        "to an epoch (target <= 1%)"
     )
     for name in ('every="epoch"', 'every="batch"'):
         own = inside[name][0] / args.repeats

@@ -25,6 +25,7 @@ docs/ (docs/README.md) has a runnable example of every name below.
 - manifest: `manifest`, `diff_manifests`
 - trace: `compare_traces`, `load_trace`, `Divergence`, `NondeterminismError`,
   `NondeterminismWarning`
+- drift: `kr.drift` (how far apart two runs are: `Drift`, `plot_drift`)
 - callbacks: `DeterminismCallback`, `kr.callbacks.ExactBackupAndRestore`
 - sweep: `sweep`, `SweepResult`, `SweepWarning`, `process_pool`
 
@@ -33,6 +34,7 @@ The `keras-repro` command (`keras_repro.cli`) checks training scripts.
 
 from keras_repro import callbacks
 from keras_repro import data
+from keras_repro import drift
 from keras_repro import initializers
 from keras_repro import paths
 from keras_repro.audit import AuditError
@@ -126,6 +128,8 @@ __all__ = [
     "NondeterminismWarning",
     "compare_traces",
     "load_trace",
+    # drift
+    "drift",
     # callbacks
     "callbacks",
     "DeterminismCallback",

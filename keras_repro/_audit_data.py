@@ -160,6 +160,9 @@ def _check_tf_dataset(dataset: Any, context: AuditContext) -> list[Finding]:
 
 
 _RANDOM_DATA_OPS = _STATEFUL_DATA_OPS - {"AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp"}
+# Ops of a `tf.random.Generator`: they have no seed attributes; the state is
+# the generator's, seeded (or not) when it was created.
+_GENERATOR_OPS = frozenset(op for op in _RANDOM_DATA_OPS if op.startswith(("Stateful", "Rng")))
 
 # tf.data graph ops in the words of the tf.data API.
 _STAGE_WORDS = (
@@ -215,12 +218,35 @@ def _unseeded_data_randomness(graph, nodes, functions, stateful_ops, context: Au
             if value.func.name:
                 ops |= stateful_ops(value.func.name, set())
         random_ops = sorted(ops & _RANDOM_DATA_OPS)
-        unseeded = [
-            n.op
+        called = [
+            n
             for name in (v.func.name for v in node.attr.values() if v.func.name)
             for n in (functions[name].node_def if name in functions else ())
-            if n.op in _RANDOM_DATA_OPS and n.attr["seed"].i == 0 and n.attr["seed2"].i == 0
         ]
+        unseeded = [
+            n.op
+            for n in called
+            if n.op in _RANDOM_DATA_OPS
+            and n.op not in _GENERATOR_OPS
+            and n.attr["seed"].i == 0
+            and n.attr["seed2"].i == 0
+        ]
+        generator_ops = sorted({n.op for n in called if n.op in _GENERATOR_OPS})
+        if generator_ops:
+            findings.append(
+                Finding(
+                    "warning",
+                    "data-random-generator",
+                    f"The tf.data stage {_stage(node.op)} draws from a tf.random.Generator "
+                    f"({', '.join(generator_ops)}).",
+                    "Its values repeat only if the generator was created from a seed "
+                    "(tf.random.Generator.from_seed); one made with from_non_deterministic_state "
+                    "differs in every process, whatever else was seeded.",
+                    "Create it with tf.random.Generator.from_seed(keras_repro.derive_seed(root, name)), "
+                    "or use stateless random ops with a per-element seed.",
+                    subject=node.op,
+                )
+            )
         if unseeded:
             findings.append(
                 Finding(

@@ -46,6 +46,7 @@ _FINDINGS_EXPLAIN: dict[str, tuple[str, ...]] = {
         "array-shuffle-unseeded",
         "data-unseeded-shuffle",
         "data-unseeded-random",
+        "data-random-generator",
         "data-parallel-random",
         "data-random-layers",
         "data-nondeterministic-order",

@@ -35,6 +35,7 @@ from keras_repro import _causes
 from keras_repro import _validate
 from keras_repro._runner import ScriptError
 from keras_repro._runner import run_once
+from keras_repro.drift import Drift
 from keras_repro.locate import Location
 from keras_repro.locate import locate as locate_divergence
 from keras_repro.trace import Divergence
@@ -69,6 +70,8 @@ class CheckResult:
             from): they do not make the runs differ.
         location: where the divergence enters (`keras_repro.locate.Location`),
             when the check ran with ``locate=True`` and the runs differ.
+        drift: how far apart the diverging run is from run 1 at each record
+            from the divergence on (`keras_repro.drift.Drift`), or None.
     """
 
     script: str
@@ -83,6 +86,7 @@ class CheckResult:
     folder: str | None
     notes: tuple[str, ...] = ()
     location: Location | None = None
+    drift: Drift | None = None
 
     def summary(self) -> str:
         """A readable report, as `keras-repro check` prints it."""
@@ -107,6 +111,8 @@ class CheckResult:
                 f"NOT reproducible: run {self.diverging_run} of {self.script} differs from run 1",
                 f"  first divergence: {self.divergence}",
             ]
+            if self.drift is not None:
+                lines.append(f"  how far apart: {self.drift.describe()}")
             if self.location is not None:
                 lines.append(f"  where it enters: {self.location.message}")
             if self.divergence is not None and self.divergence.manifest_differences:
@@ -176,10 +182,10 @@ def check_script(
                 progress(f"run {run} of {runs}: starting {path}")
             run_once(path, args, run, folder / f"run{run}", every, progress)
         first = load_trace(folder / "run1" / "trace.jsonl")
-        diverging_run, divergence, notes = None, None, []
+        diverging_run, divergence, apart, notes = None, None, None, []
         for run in range(2, runs + 1):
             comparison = diff_traces(first, folder / f"run{run}" / "trace.jsonl")
-            divergence = comparison.divergence
+            divergence, apart = comparison.divergence, comparison.drift
             notes += [f"run {run}: {note}" if runs > 2 else note for note in comparison.notes]
             if divergence is not None:
                 diverging_run = run
@@ -200,6 +206,7 @@ def check_script(
             folder=str(folder) if keep is not None else None,
             notes=tuple(notes),
             location=location,
+            drift=apart,
         )
     finally:
         if keep is None:

@@ -97,6 +97,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     diff.add_argument("a")
     diff.add_argument("b")
+    diff.add_argument(
+        "--plot",
+        metavar="IMAGE",
+        help="for traces that differ, draw how far apart the runs are at each record "
+        "(relative difference of the variables' norms; needs matplotlib) to IMAGE (.png, .svg, .pdf)",
+    )
     return parser
 
 
@@ -209,12 +215,15 @@ def _manifest_of(file: Path, read_manifest):
 
 
 def _cmd_diff(args) -> int:
+    from keras_repro.drift import plot_drift
     from keras_repro.manifest import diff_manifests
     from keras_repro.trace import diff_traces
 
     (kind_a, a), (kind_b, b) = _load_either(args.a), _load_either(args.b)
     if kind_a != kind_b:
         raise _UsageError(f"cannot compare a {kind_a} ({args.a}) with a {kind_b} ({args.b})")
+    if args.plot is not None and kind_a != "trace":
+        raise _UsageError(f"--plot draws two traces' drift; {args.a} and {args.b} are manifests")
     if kind_a == "trace":
         comparison = diff_traces(a, b)
         if comparison.divergence is None:
@@ -223,6 +232,18 @@ def _cmd_diff(args) -> int:
                 print(f"  note: {note}")
             return EXIT_OK
         print(f"traces differ: {comparison.divergence}")
+        apart = comparison.drift
+        if apart is None:
+            print("how far apart: unknown (the traces carry no float summaries)")
+        else:
+            print("how far apart (relative difference of the norms, the largest first):")
+            print("\n".join(f"  {line}" for line in apart.table().splitlines()))
+        if args.plot is not None and apart is not None:
+            try:
+                plot_drift(apart, args.plot)
+            except (ImportError, OSError, ValueError) as e:
+                raise _UsageError(str(e)) from None
+            print(f"drift drawn to {args.plot}")
         return EXIT_DIFFERENT
     differences = diff_manifests(a, b)
     if not differences:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 from typing import Any
 
 from keras_repro._causes import explanation
@@ -34,6 +35,9 @@ from keras_repro._causes import relevant_findings
 from keras_repro._causes import relevant_manifest
 from keras_repro.manifest import ManifestDifference
 from keras_repro.seeds import ReproducibilityWarning
+
+if TYPE_CHECKING:
+    from keras_repro.drift import Drift
 
 __all__ = [
     "DIVERGENCE_KINDS",
@@ -44,10 +48,12 @@ __all__ = [
     "RecordComparator",
     "TraceComparison",
     "compare_records",
+    "shown_names",
     "variable_table",
+    "where",
 ]
 
-DIVERGENCE_KINDS = ("start", "data", "step", "rng", "length")
+DIVERGENCE_KINDS = ("start", "data", "step", "rng", "length", "replica")
 #: The letter a trace record's ``"kinds"`` uses for each tracked-variable kind.
 KIND_CODES = {"weight": "w", "seed_generator": "g", "optimizer": "o", "other": "x"}
 _KIND_OF_CODE = {code: kind for kind, code in KIND_CODES.items()}
@@ -74,8 +80,10 @@ class Divergence:
             began), ``"data"`` (the model trained on different input data
             since the previous record), ``"step"`` (weights or optimizer
             state differ after an epoch or batch), ``"rng"`` (a seed
-            generator that training drew from differs, the weights agreeing)
-            or ``"length"`` (one run recorded other or more steps).
+            generator that training drew from differs, the weights agreeing),
+            ``"length"`` (one run recorded other or more steps) or
+            ``"replica"`` (inside one data-parallel run, a replica's copy of
+            mirrored variables differs from replica 0's).
         fit: index of the fit call (0 for the first).
         epoch: the epoch, when known.
         batch: the batch within the epoch, for batch records.
@@ -141,11 +149,15 @@ class TraceComparison:
         notes: differences in state that nothing in training used (a global
             stream, an idle seed generator), each a sentence.
         records: how many record pairs were compared.
+        drift: how far apart the runs are from the divergence on
+            (`keras_repro.drift.Drift`), when they differ and their records
+            carry float summaries.
     """
 
     divergence: Divergence | None
     notes: tuple[str, ...]
     records: int
+    drift: Drift | None = None
 
     @property
     def reproducible(self) -> bool:
@@ -191,7 +203,8 @@ def where(record: Mapping[str, Any]) -> str:
     return f"fit {fit}, end of epoch {epoch}"
 
 
-def _names(paths: Iterable[str]) -> str:
+def shown_names(paths: Iterable[str]) -> str:
+    """The first few of `paths`, comma-separated, and how many more there are."""
     paths = list(paths)
     shown = ", ".join(paths[:_SHOWN])
     return shown + (f" and {len(paths) - _SHOWN} more" if len(paths) > _SHOWN else "")
@@ -247,7 +260,7 @@ class RecordComparator:
                 )
             else:
                 notes.append(
-                    f"the seed generators {_names(generators)} differ from {seen} on, but were never "
+                    f"the seed generators {shown_names(generators)} differ from {seen} on, but were never "
                     "drawn from (their states did not change in either run)"
                 )
         return tuple(notes)
@@ -330,7 +343,7 @@ class RecordComparator:
         connected = drawn + [f"rng/{s}" for s in self._streams]
         if data_differs:
             also = (
-                f" The training state differs too ({_names(state + only_a + only_b)})."
+                f" The training state differs too ({shown_names(state + only_a + only_b)})."
                 if state or only_a or only_b
                 else ""
             )
@@ -347,11 +360,11 @@ class RecordComparator:
         if state or only_a or only_b:
             parts = []
             if state:
-                parts.append(f"{len(state)} of {len(ta)} variables differ, first: {_names(state)}")
+                parts.append(f"{len(state)} of {len(ta)} variables differ, first: {shown_names(state)}")
             if only_a:
-                parts.append(f"only {la} has {_names(only_a)}")
+                parts.append(f"only {la} has {shown_names(only_a)}")
             if only_b:
-                parts.append(f"only {lb} has {_names(only_b)}")
+                parts.append(f"only {lb} has {shown_names(only_b)}")
             detail = "; ".join(parts)
             if a.get("type") == "fit_begin":
                 return self._divergence(
@@ -377,7 +390,7 @@ class RecordComparator:
                 a,
                 connected,
                 (
-                    f"At {here} the seed generators {_names(drawn)} differ and training drew from them, "
+                    f"At {here} the seed generators {shown_names(drawn)} differ and training drew from them, "
                     f"though the weights still agree: the random draws (Dropout masks, noise, "
                     "augmentation) of the two runs are not the same.",
                     earlier,

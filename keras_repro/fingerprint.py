@@ -55,6 +55,7 @@ import xxhash
 
 from keras_repro import _compat
 from keras_repro import paths
+from keras_repro._summary import summarize
 from keras_repro.seeds import rng_state
 
 __all__ = [
@@ -92,6 +93,8 @@ class ModelFingerprint:
             an optimizer.
         kinds: ``{path: kind}``, each one of `VARIABLE_KINDS`: ``"weight"``,
             ``"seed_generator"``, ``"optimizer"`` or ``"other"``.
+        summaries: ``{path: [sum, L2 norm] or None}`` (`keras_repro.drift.summarize`)
+            when asked for (``Fingerprinter.details(summaries=True)``), else None.
     """
 
     digest: str
@@ -99,6 +102,7 @@ class ModelFingerprint:
     schema: dict[str, tuple[str, tuple[int, ...]]]
     iterations: int | None = None
     kinds: dict[str, str] = dataclasses.field(default_factory=dict)
+    summaries: dict[str, list | None] | None = None
 
 
 def _check_model(model: Any) -> None:
@@ -338,8 +342,14 @@ class Fingerprinter:
         # (dtype, shape) -> (digest header, shape text): shapes do not change.
         self._formats: dict[tuple[str, tuple[int, ...]], tuple[bytes, str]] = {}
 
-    def details(self) -> ModelFingerprint:
-        """Reads every variable once and fingerprints it and the model."""
+    def details(self, summaries: bool = False) -> ModelFingerprint:
+        """Reads every variable once and fingerprints it and the model.
+
+        Args:
+            summaries: also summarize each floating-point variable (its
+                float64 sum and L2 norm, `keras_repro.drift.summarize`), from
+                the same read.
+        """
         # On JAX, fit keeps the live state outside the variables until synced.
         sync = getattr(self.model, "jax_state_sync", None)
         if callable(sync):
@@ -347,6 +357,7 @@ class Fingerprinter:
         digests: dict[str, str] = {}
         schema: dict[str, tuple[str, tuple[int, ...]]] = {}
         lines: dict[str, str] = {}
+        summarized: dict[str, list | None] | None = {} if summaries else None
         iterations = None
         for path, read, dtype in self._plan:
             array = _to_numpy(read())
@@ -359,11 +370,13 @@ class Fingerprinter:
             digests[path] = digest
             schema[path] = key
             lines[path] = f"{path}\t{key[0]}\t{formats[1]}\t{digest}\n"
+            if summarized is not None:
+                summarized[path] = summarize(array)
             if path in self._counters and array.size == 1:
                 count = int(array.reshape(-1)[0])
                 iterations = count if iterations is None else max(iterations, count)
         combined = xxhash.xxh3_128("".join(lines[p] for p in self._sorted_paths).encode()).hexdigest()
-        return ModelFingerprint(combined, digests, schema, iterations, dict(self.kinds))
+        return ModelFingerprint(combined, digests, schema, iterations, dict(self.kinds), summarized)
 
 
 def fingerprint_details(model: keras.layers.Layer) -> ModelFingerprint:

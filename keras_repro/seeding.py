@@ -16,7 +16,9 @@ or from Keras' process-wide name counters:
   re-initialized from it;
 - the seed generator at path ``g`` (Dropout, GaussianNoise, random
   augmentation layers, MultiHeadAttention's dropout, ...) restarts at
-  ``[derive_seed(seed, g), 0]``.
+  ``[derive_seed(seed, g), 0]``, and under a `tf.distribute` strategy with
+  several replicas hands each replica its own stream, keyed by its replica
+  id (`keras_repro.distribute.key_by_replica`).
 
 Layers built later (a subclassed or `Sequential` model built on first
 call, or sublayers a layer creates in its own `build`, as
@@ -51,6 +53,7 @@ from keras_repro import _compat
 from keras_repro import _validate
 from keras_repro import _warnings
 from keras_repro import paths
+from keras_repro.distribute import key_by_replica
 from keras_repro.seeds import ReproducibilityWarning
 from keras_repro.seeds import derive_seed
 from keras_repro.seeds import validate_seed
@@ -342,6 +345,7 @@ def _seed_pass(model, record: SeedingRecord, only_new: bool) -> None:
         _compat.set_seed_generator_initial_seed(generator, derived)  # what its get_config reports
         if not _set_initial_value(generator.state, _generator_state(derived)):
             deferred.append(path)
+        key_by_replica(generator)  # each replica of a tf.distribute strategy its own stream
     if deferred:
         problems.append(
             f"could not re-initialize {', '.join(map(repr, deferred))} inside a symbolic "

@@ -11,13 +11,19 @@ A record (version 2) holds ``type``, ``fit``, ``epoch``, ``batch``,
 ``step`` (the training step), ``fingerprint`` (of all tracked variables),
 ``variables`` (``[path, digest]`` pairs), ``kinds`` (one letter per
 variable: ``w`` weight, ``g`` seed generator, ``o`` optimizer, ``x`` other),
-``data`` (the digest of the batches trained on since the fit began, or null) and,
+``data`` (the digest of the batches trained on since the fit began, or null),
+``summaries`` (``[sum, L2 norm]`` in float64 of each floating-point variable,
+null for others, in the order of ``variables``; `keras_repro.drift`; on
+records at fit boundaries and epoch ends, and on the first batch record of
+each epoch) and,
 at fit boundaries and epoch ends, ``rng`` (a digest per global stream).
 ``fit_begin`` records also carry the variables' ``schema``, the audit
 ``findings`` of the run and ``tf_global_seed_set``. Version 1 traces
-(no kinds, data or findings) are still read. Each line carries its sequence number and, as ``crc``, the XXH3-64 of the
-canonical JSON (sorted keys, no spaces) of the rest of the line, so a truncated, edited, reordered or
-corrupted file is detected, never read as good.
+(no kinds, data or findings) are still read, and so are version 2 traces
+without summaries (they compare as before, without a drift). Each line
+carries its sequence number and, as ``crc``, the XXH3-64 of the canonical
+JSON (sorted keys, no spaces) of the rest of the line, so a truncated,
+edited, reordered or corrupted file is detected, never read as good.
 
 While a run is going, the trace is written to ``<path>.partial``; the
 complete file appears under ``<path>`` (atomically) only when ``fit`` ends.
@@ -55,6 +61,7 @@ from keras_repro.divergence import NondeterminismWarning
 from keras_repro.divergence import RecordComparator
 from keras_repro.divergence import TraceComparison
 from keras_repro.divergence import compare_records
+from keras_repro.drift import drift
 from keras_repro.manifest import diff_manifests
 
 __all__ = [
@@ -407,12 +414,14 @@ def diff_traces(a: _files.PathLike | Trace, b: _files.PathLike | Trace) -> Trace
     if labels[0] == labels[1]:
         labels = ("a", "b")
     comparator = RecordComparator(differences, labels)
+    apart = None
     for index in range(max(len(trace_a.records), len(trace_b.records))):
         ra = trace_a.records[index] if index < len(trace_a.records) else None
         rb = trace_b.records[index] if index < len(trace_b.records) else None
         if comparator.add(ra, rb) is not None:
+            apart = drift(trace_a.records, trace_b.records, index)
             break
-    return TraceComparison(comparator.divergence, comparator.notes, comparator.records)
+    return TraceComparison(comparator.divergence, comparator.notes, comparator.records, apart)
 
 
 def compare_traces(a: _files.PathLike | Trace, b: _files.PathLike | Trace) -> Divergence | None:

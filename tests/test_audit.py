@@ -327,6 +327,17 @@ def test_unseeded_randomness_in_a_tf_data_pipeline_is_reported(no_seeds, monkeyp
     assert not [c for c in codes(kr.audit(data=seeded)) if c.startswith("data-unseeded")]
 
 
+def test_a_tf_random_generator_in_a_pipeline_is_named_as_such_not_as_an_unseeded_op(no_seeds):
+    kr.seed_everything(0)  # seeds TensorFlow's global seed: it does not reach this generator
+    noise = tf.random.Generator.from_non_deterministic_state()
+    ds = tf.data.Dataset.range(4).map(lambda v: noise.normal(()) + tf.cast(v, tf.float32))
+    found = {f.code: f for f in kr.audit(data=ds)}
+    assert "data-unseeded-random" not in found
+    assert found["data-random-generator"].subject == "MapDataset"
+    assert "RngReadAndSkip" in found["data-random-generator"].what
+    assert "from_seed" in found["data-random-generator"].fix
+
+
 def test_random_layers_in_a_pipeline_are_not_reported_when_seeded(no_seeds, monkeypatch):
     monkeypatch.setattr(aud, "tf_op_determinism_enabled", lambda: False)
     images = tf.data.Dataset.from_tensor_slices(tf.ones((4, 8, 8, 3)))

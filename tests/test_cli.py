@@ -121,6 +121,7 @@ def test_check_script_seeded_from_time_exits_1_and_names_the_divergence():
     assert out.stdout.startswith("NOT reproducible: run 2 of examples/seeded_from_time.py differs from run 1")
     assert "dense#0/kernel" in out.stdout and "different weights" in out.stdout
     assert "root-seed-unset" in out.stdout  # the audit finding that explains it
+    assert "\n  how far apart: relative difference of the norms at the start of fit 0, step 0: " in out.stdout
 
 
 @pytest.mark.slow

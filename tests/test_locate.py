@@ -60,6 +60,19 @@ def test_noisy_batches_from_a_pydataset_are_located_in_the_data_x(tmp_path):
 
 
 @pytest.mark.slow
+def test_unseeded_noise_in_a_parallel_tf_data_map_is_located_in_the_data_x(tmp_path):
+    where = _check_and_locate("data_parallel_map", tmp_path)
+    assert (where.stage, where.part, where.layer, where.step, where.fit) == ("data", "x", None, 1, 0), where
+
+
+@pytest.mark.slow
+def test_a_layer_inside_a_nested_model_in_a_second_fit_is_located_by_its_path(tmp_path):
+    where = _check_and_locate("nested_second_fit", tmp_path)
+    assert (where.stage, where.layer, where.step, where.fit) == ("forward", "encoder/noisy", 1, 1), where
+    assert "layer encoder/noisy (AddOffset)" in where.message
+
+
+@pytest.mark.slow
 def test_a_custom_train_step_is_outside_with_the_differing_variables(tmp_path):
     where = _check_and_locate("custom_train_step", tmp_path)
     assert where.stage == "outside" and where.layer is None, where

@@ -16,8 +16,11 @@ from keras_repro.audit import audit
 from keras_repro.data_fingerprint import DataFingerprint
 from keras_repro.determinism import determinism_enabled
 from keras_repro.determinism import enable_determinism
+from keras_repro.distribute import replica_disagreement
 from keras_repro.divergence import KIND_CODES
 from keras_repro.divergence import RecordComparator
+from keras_repro.divergence import shown_names
+from keras_repro.divergence import where
 from keras_repro.fingerprint import Fingerprinter
 from keras_repro.fingerprint import fingerprint_rng_streams
 from keras_repro.manifest import diff_manifests
@@ -111,6 +114,12 @@ class DeterminismCallback(keras.callbacks.Callback):
             step; `keras_repro.data_fingerprint`), so that a divergence in the
             input data is told apart from one in the kernels. TensorFlow
             backend only; elsewhere records carry no data digest.
+        replicas: under a `tf.distribute` strategy with several local
+            replicas, whether each record also checks that every replica's
+            copy of every mirrored variable equals replica 0's
+            (`keras_repro.distribute.replica_disagreement`); a replica that
+            differs is a divergence of kind ``"replica"``, raised or warned
+            as `on_mismatch` says, with or without a reference.
 
     Example:
 
@@ -138,6 +147,7 @@ class DeterminismCallback(keras.callbacks.Callback):
         deterministic_ops: bool = True,
         audit: str = "warn",
         data: bool = True,
+        replicas: bool = True,
     ) -> None:
         super().__init__()
         self.trace = _validate.check_path("trace", trace, allow_none=True)
@@ -145,6 +155,7 @@ class DeterminismCallback(keras.callbacks.Callback):
         self.on_mismatch = _validate.check_choice("on_mismatch", on_mismatch, _ON_MISMATCH)
         self.deterministic_ops = _validate.check_bool("deterministic_ops", deterministic_ops)
         self.data = _validate.check_bool("data", data)
+        self.replicas = _validate.check_bool("replicas", replicas)
         self.audit_mode = _validate.check_choice("audit", audit, _AUDIT_MODES)
         if isinstance(reference, Trace):
             self._reference = reference
@@ -173,6 +184,7 @@ class DeterminismCallback(keras.callbacks.Callback):
         self._resume_batches = 0
         self._fingerprinter: Fingerprinter | None = None
         self._stale = True
+        self._summarized_epoch: tuple[int, int | None] | None = None
         if self.every != "epoch":
             # Only batch-level recording defines a batch hook: Keras dispatches
             # batch hooks asynchronously (and faster) when no callback has one.
@@ -324,7 +336,11 @@ class DeterminismCallback(keras.callbacks.Callback):
         # The first training step may still build the model and the optimizer
         # slots: list the variables again after it.
         self._stale = kind == "fit_begin"
-        details = self._fingerprinter.details()
+        # Float summaries cost more than the digests: records at fit
+        # boundaries and epoch ends carry them, and one batch record per epoch.
+        summaries = rng or self._summarized_epoch != (self._fit, epoch)
+        self._summarized_epoch = (self._fit, epoch)
+        details = self._fingerprinter.details(summaries=summaries)
         kinds = details.kinds
         record: dict[str, Any] = {
             "type": kind,
@@ -337,6 +353,8 @@ class DeterminismCallback(keras.callbacks.Callback):
             "kinds": "".join(KIND_CODES[kinds[path]] for path in details.variables),
             "data": None if kind == "fit_begin" or self._data is None else self._data.read(),
         }
+        if details.summaries is not None:
+            record["summaries"] = list(details.summaries.values())
         if kind == "fit_begin":
             record["schema"] = [[p, dtype, list(shape)] for p, (dtype, shape) in details.schema.items()]
             record["findings"] = [dataclasses.asdict(f) for f in self.findings]
@@ -346,6 +364,8 @@ class DeterminismCallback(keras.callbacks.Callback):
             if kind == "fit_begin" and state["tensorflow"] is not None:
                 record["tf_global_seed_set"] = state["tensorflow"]["global_seed"] is not None
         self.last_record = self._writer.write(record)
+        if self.replicas:
+            self._check_replicas(self.last_record)
         self._compare(self.last_record)
 
     @property
@@ -354,6 +374,40 @@ class DeterminismCallback(keras.callbacks.Callback):
         stream, an idle seed generator): notes, not mismatches."""
         return () if self._comparator is None else self._comparator.notes
 
+    def _check_replicas(self, record: dict[str, Any]) -> None:
+        if self.divergence is not None:
+            return
+        strategy = getattr(self.model, "distribute_strategy", None)
+        found = replica_disagreement(self._fingerprinter.variables, strategy)
+        if found is None:
+            return
+        replica, variables = found
+        message = (
+            f"Replica {replica} differs from replica 0 at {where(record)} (training step {record['step']}): "
+            f"{shown_names(variables)}. Mirrored variables are updated with the same all-reduced gradients, "
+            "so replicas part only through a nondeterministic all-reduce or kernel, or code that "
+            "changes one replica's copy."
+        )
+        self._mismatch(
+            Divergence(
+                "replica", record["fit"], record["epoch"], record["batch"], record["step"], variables, (), message
+            )
+        )
+
+    def _mismatch(self, divergence: Divergence) -> None:
+        """Raises or warns about `divergence`, as `on_mismatch` says."""
+        self.divergence = divergence
+        if self.on_mismatch == "raise":
+            where_to = self._writer.partial if self._writer.partial is not None else "memory"
+            self._writer.close()
+            reference = f"Reference: {self._reference.describe()}; " if self._reference is not None else ""
+            raise NondeterminismError(
+                dataclasses.replace(
+                    divergence, message=f"{divergence.message} ({reference}this run's trace so far: {where_to}.)"
+                )
+            )
+        _warnings.warn(divergence.message, NondeterminismWarning)
+
     def _compare(self, record: dict[str, Any]) -> None:
         if self._comparator is None or self.divergence is not None:
             return
@@ -361,20 +415,8 @@ class DeterminismCallback(keras.callbacks.Callback):
         expected = records[self._reference_index] if self._reference_index < len(records) else None
         self._reference_index += 1
         divergence = self._comparator.add(expected, record)
-        if divergence is None:
-            return
-        self.divergence = divergence
-        where = self._writer.partial if self._writer.partial is not None else "memory"
-        if self.on_mismatch == "raise":
-            self._writer.close()
-            raise NondeterminismError(
-                dataclasses.replace(
-                    divergence,
-                    message=f"{divergence.message} (Reference: {self._reference.describe()}; "
-                    f"this run's trace so far: {where}.)",
-                )
-            )
-        _warnings.warn(divergence.message, NondeterminismWarning)
+        if divergence is not None:
+            self._mismatch(divergence)
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -385,6 +427,7 @@ class DeterminismCallback(keras.callbacks.Callback):
             "deterministic_ops": self.deterministic_ops,
             "audit": self.audit_mode,
             "data": self.data,
+            "replicas": self.replicas,
         }
 
     @classmethod
