@@ -26,6 +26,7 @@ docs/ (docs/README.md) has a runnable example of every name below.
 - trace: `compare_traces`, `load_trace`, `Divergence`, `NondeterminismError`,
   `NondeterminismWarning`
 - drift: `kr.drift` (how far apart two runs are: `Drift`, `plot_drift`)
+- distribute: `kr.distribute` (a random stream per replica, replicas checked to agree)
 - callbacks: `DeterminismCallback`, `kr.callbacks.ExactBackupAndRestore`
 - sweep: `sweep`, `SweepResult`, `SweepWarning`, `process_pool`
 
@@ -34,6 +35,7 @@ The `keras-repro` command (`keras_repro.cli`) checks training scripts.
 
 from keras_repro import callbacks
 from keras_repro import data
+from keras_repro import distribute
 from keras_repro import drift
 from keras_repro import initializers
 from keras_repro import paths
@@ -128,7 +130,8 @@ __all__ = [
     "NondeterminismWarning",
     "compare_traces",
     "load_trace",
-    # drift
+    # drift, distribute
+    "distribute",
     "drift",
     # callbacks
     "callbacks",

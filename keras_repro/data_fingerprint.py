@@ -23,8 +23,15 @@ changes it unless their difference times their distance is a multiple of
 count, ``h = h * P + leaf + (k + 1) * n`` (``P = 0x100000001B3``), and each
 batch is chained into the accumulator the same way.
 
-Only the TensorFlow backend outside a distribution strategy is covered; on
-others `DataFingerprint.supported` is False and records carry no data digest.
+Under a `tf.distribute` strategy (the model's ``distribute_strategy``) each
+replica digests its shard, and the shard digests are all-reduced as
+``sum((2 * r + 1) * digest_r)`` over replica ids ``r`` before they are
+chained, so the accumulator holds one digest of the global batch, the same
+on every replica and every worker (it depends on how the batch is split:
+compare runs with the same replica count).
+
+Only the TensorFlow backend is covered; on others
+`DataFingerprint.supported` is False and records carry no data digest.
 
 Example:
 
@@ -54,11 +61,16 @@ _PENDING = "_keras_repro_data_fingerprint_pending"
 
 
 def _supported() -> bool:
-    if keras.backend.backend() != "tensorflow":
-        return False
-    import tensorflow as tf
+    return keras.backend.backend() == "tensorflow"
 
-    return not tf.distribute.has_strategy()
+
+def _global_digest(tf, digest):
+    """A shard's digest combined over the replicas in sync (the digest itself with one)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync <= 1:
+        return digest
+    weight = tf.cast(context.replica_id_in_sync_group, tf.int64) * 2 + 1
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, digest * weight)
 
 
 def _leaf_digest(tf, leaf):
@@ -113,14 +125,20 @@ class DataFingerprint:
         import tensorflow as tf
 
         pending = getattr(model, _PENDING, None)
-        accumulator = tf.Variable(
-            0 if pending is None else pending, dtype=tf.int64, trainable=False, name="keras_repro_data_digest"
-        )
+        strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
+        with strategy.scope():  # mirrored under a strategy: every replica updates it alike
+            accumulator = tf.Variable(
+                0 if pending is None else pending,
+                dtype=tf.int64,
+                trainable=False,
+                name="keras_repro_data_digest",
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            )
         object.__setattr__(model, _PENDING, None)
         original = model.train_step
 
         def train_step(data):
-            accumulator.assign(accumulator * _PRIME + _batch_digest(tf, data))
+            accumulator.assign(accumulator * _PRIME + _global_digest(tf, _batch_digest(tf, data)))
             return original(data)
 
         object.__setattr__(model, _ATTRIBUTE, accumulator)

@@ -21,7 +21,8 @@ batch (the arrays are sharded, the computation is not split by hand), so
 each row gets its own mask already; nothing is keyed.
 
 `replica_disagreement` compares each replica's copy of every mirrored
-variable; `keras_repro.DeterminismCallback` runs it at every record.
+variable (on JAX, each device's copy of every replicated array);
+`keras_repro.DeterminismCallback` runs it at every record.
 
 Example:
 
@@ -43,8 +44,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import keras
+import numpy as np
 
 from keras_repro import _compat
+from keras_repro import _validate
 from keras_repro.fingerprint import digest_array
 
 __all__ = ["is_replica_keyed", "key_by_replica", "replica_disagreement"]
@@ -83,10 +86,9 @@ def key_by_replica(generator: Any) -> Any:
     Returns:
         The generator.
     """
-    if not isinstance(generator, keras.random.SeedGenerator):
-        raise TypeError(
-            f"key_by_replica: expected a keras.random.SeedGenerator, got {type(generator).__name__} ({generator!r})"
-        )
+    _validate.check_instance(
+        "generator", generator, keras.random.SeedGenerator, "Expected a keras.random.SeedGenerator"
+    )
     if keras.backend.backend() != "tensorflow" or getattr(generator, _KEYED, False):
         return generator
     draw = generator.next
@@ -105,12 +107,22 @@ def is_replica_keyed(generator: Any) -> bool:
 
 
 def _local_copies(variable: Any, strategy: Any) -> list | None:
-    tf = _compat.tensorflow_module(import_it=False)
+    """This process' copies of a variable held on several devices, or None.
+
+    TensorFlow: the per-replica components of a mirrored variable. JAX: the
+    device buffers of a fully replicated array (as under
+    `keras.distribution.DataParallel`); a sharded one holds different parts
+    of the value, not copies.
+    """
     value = getattr(variable, "value", variable)
-    if tf is None or strategy is None or not isinstance(value, tf.distribute.DistributedValues):
+    tf = _compat.tensorflow_module(import_it=False)
+    if tf is not None and isinstance(value, tf.distribute.DistributedValues):
+        copies = list(strategy.experimental_local_results(value)) if strategy is not None else []
+    elif getattr(getattr(value, "sharding", None), "is_fully_replicated", False):
+        copies = [shard.data for shard in value.addressable_shards]
+    else:
         return None
-    copies = strategy.experimental_local_results(value)
-    return list(copies) if len(copies) > 1 else None
+    return copies if len(copies) > 1 else None
 
 
 def replica_disagreement(variables: Mapping[str, Any], strategy: Any) -> tuple[int, tuple[str, ...]] | None:
@@ -119,7 +131,7 @@ def replica_disagreement(variables: Mapping[str, Any], strategy: Any) -> tuple[i
     Args:
         variables: ``{path: variable}`` (as `keras_repro.fingerprint.tracked_variables` gives).
         strategy: the model's `tf.distribute.Strategy` (``model.distribute_strategy``),
-            or None.
+            or None (on JAX, where the arrays know their devices).
 
     Returns:
         ``(replica, paths)``: the lowest local replica index that differs
@@ -132,7 +144,7 @@ def replica_disagreement(variables: Mapping[str, Any], strategy: Any) -> tuple[i
         copies = _local_copies(variable, strategy)
         if copies is None:
             continue
-        digests = [digest_array(copy.numpy()) for copy in copies]
+        digests = [digest_array(np.asarray(copy)) for copy in copies]
         for replica, digest in enumerate(digests[1:], start=1):
             if digest != digests[0]:
                 differing.setdefault(replica, []).append(path)
@@ -140,8 +152,3 @@ def replica_disagreement(variables: Mapping[str, Any], strategy: Any) -> tuple[i
         return None
     replica = min(differing)
     return replica, tuple(differing[replica])
-
-
-def replica_count(strategy: Any) -> int:
-    """Replicas in sync under `strategy` (1 without one)."""
-    return int(getattr(strategy, "num_replicas_in_sync", 1) or 1)

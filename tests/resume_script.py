@@ -1,6 +1,6 @@
 """A training script for the kill-and-resume tests (tests/test_resume.py).
 
-    python resume_script.py OUT_DIR --save-freq epoch|N [--kill-at STEP] [--kill-in-save K]
+    python resume_script.py OUT_DIR --save-freq epoch|N [--kill-at STEP] [--kill-in-save K] [--mirrored]
 
 Trains a small SeededModel with Dropout, shuffle=True and Adam for 4 epochs
 of 12 batches, with a DeterminismCallback (every batch) and an
@@ -9,10 +9,12 @@ the end of optimizer step STEP; `--kill-in-save K` SIGKILLs it during its
 K-th backup, after the new weights file is written and before the backup
 that names it is. Either kill happens once (a marker file remembers it), so
 running the same command again resumes and finishes. The final fingerprint
-goes to OUT_DIR/final.json.
+goes to OUT_DIR/final.json. `--mirrored` builds and trains the model under
+a `tf.distribute.MirroredStrategy` over two logical CPU devices.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -28,7 +30,15 @@ parser.add_argument("out", type=Path)
 parser.add_argument("--save-freq", default="epoch")
 parser.add_argument("--kill-at", type=int)
 parser.add_argument("--kill-in-save", type=int)
+parser.add_argument("--mirrored", action="store_true")
 args = parser.parse_args()
+scope = contextlib.nullcontext()
+if args.mirrored:
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    scope = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]).scope()
 save_freq = args.save_freq if args.save_freq == "epoch" else int(args.save_freq)
 marker = args.out / "killed"
 
@@ -49,12 +59,13 @@ rng = np.random.default_rng(0)
 x = rng.normal(size=(96, 6)).astype("float32")
 y = (x[:, :2].sum(axis=1, keepdims=True) + 0.1 * x[:, 2:3] ** 2).astype("float32")
 
-inputs = keras.Input((6,))
-h = keras.layers.Dense(16, activation="relu")(inputs)
-h = keras.layers.Dropout(0.3)(h)
-h = keras.layers.GaussianNoise(0.05)(h)
-model = kr.SeededModel(inputs, keras.layers.Dense(1)(h), seed=7)
-model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+with scope:
+    inputs = keras.Input((6,))
+    h = keras.layers.Dense(16, activation="relu")(inputs)
+    h = keras.layers.Dropout(0.3)(h)
+    h = keras.layers.GaussianNoise(0.05)(h)
+    model = kr.SeededModel(inputs, keras.layers.Dense(1)(h), seed=7)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
 
 if args.kill_in_save is not None and not marker.exists():
     saves = [0]

@@ -285,6 +285,7 @@ def test_get_config_round_trip(tmp_path):
         "deterministic_ops": False,
         "audit": "off",
         "data": True,
+        "replicas": True,
     }
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(cb))
     assert isinstance(restored, kr.DeterminismCallback) and restored.get_config() == config

@@ -69,6 +69,30 @@ def test_killed_runs_resume_bit_identical_to_the_uninterrupted_run(tmp_path):
         assert not (out / "backup").exists(), name  # removed once training completed
 
 
+@pytest.mark.slow
+def test_killed_mirrored_runs_resume_bit_identical_to_the_uninterrupted_mirrored_run(tmp_path):
+    scenarios = {
+        "epoch_backups": ["--save-freq", "epoch", "--kill-at", 30],
+        "batch_backups": ["--save-freq", 5, "--kill-at", 33],
+    }
+    straight = tmp_path / "straight"
+    first = {name: _start(tmp_path / name, *args, "--mirrored") for name, args in scenarios.items()}
+    baseline = _start(straight, "--save-freq", "epoch", "--mirrored")
+    for proc in first.values():
+        _wait(proc, expect_killed=True)
+    resumed = {name: _start(tmp_path / name, *args, "--mirrored") for name, args in scenarios.items()}
+    _wait(baseline, expect_killed=False)
+    for proc in resumed.values():
+        _wait(proc, expect_killed=False)
+    reference = kr.trace.load_trace(straight / "trace.jsonl").records
+    assert len(reference) == 1 + 4 * 12 + 1
+    for name in scenarios:
+        out = tmp_path / name
+        assert (out / "killed").exists(), name
+        assert _final(out) == _final(straight), name
+        assert kr.trace.load_trace(out / "trace.jsonl").records == reference, name
+
+
 # ------------------------------------------------------------------ in-process checks of files and errors
 
 

@@ -10,6 +10,7 @@ detected before anything is loaded from it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -101,8 +102,12 @@ def build_optimizers(model, references: dict[str, list[str] | None], where: Path
                 f"have: {missing[:5]}. Nothing was restored."
             )
         plan.append((optimizer, [weights[r] for r in refs]))
-    for optimizer, variables in plan:
-        optimizer.build(variables)
+    # Under a tf.distribute strategy the slots must be mirrored like the
+    # weights: build them in the model's strategy scope, as fit does.
+    strategy = getattr(model, "distribute_strategy", None)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        for optimizer, variables in plan:
+            optimizer.build(variables)
 
 
 def verify_restored(model, expected: dict[str, str], where: Path, notes: str = "") -> None:

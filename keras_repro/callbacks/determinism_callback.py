@@ -184,7 +184,6 @@ class DeterminismCallback(keras.callbacks.Callback):
         self._resume_batches = 0
         self._fingerprinter: Fingerprinter | None = None
         self._stale = True
-        self._summarized_epoch: tuple[int, int | None] | None = None
         if self.every != "epoch":
             # Only batch-level recording defines a batch hook: Keras dispatches
             # batch hooks asynchronously (and faster) when no callback has one.
@@ -337,9 +336,11 @@ class DeterminismCallback(keras.callbacks.Callback):
         # slots: list the variables again after it.
         self._stale = kind == "fit_begin"
         # Float summaries cost more than the digests: records at fit
-        # boundaries and epoch ends carry them, and one batch record per epoch.
-        summaries = rng or self._summarized_epoch != (self._fit, epoch)
-        self._summarized_epoch = (self._fit, epoch)
+        # boundaries and epoch ends carry them, and of the batch records the
+        # first of each epoch (by position, so that a resumed run writes the
+        # same records as one that never stopped).
+        every = 1 if self.every == "batch" else self.every
+        summaries = rng or (batch is not None and batch + 1 == every)
         details = self._fingerprinter.details(summaries=summaries)
         kinds = details.kinds
         record: dict[str, Any] = {
@@ -384,8 +385,8 @@ class DeterminismCallback(keras.callbacks.Callback):
         replica, variables = found
         message = (
             f"Replica {replica} differs from replica 0 at {where(record)} (training step {record['step']}): "
-            f"{shown_names(variables)}. Mirrored variables are updated with the same all-reduced gradients, "
-            "so replicas part only through a nondeterministic all-reduce or kernel, or code that "
+            f"{shown_names(variables)}. Every replica applies the same all-reduced update to its copy, "
+            "so copies part only through a nondeterministic all-reduce or kernel, or code that "
             "changes one replica's copy."
         )
         self._mismatch(
@@ -398,14 +399,14 @@ class DeterminismCallback(keras.callbacks.Callback):
         """Raises or warns about `divergence`, as `on_mismatch` says."""
         self.divergence = divergence
         if self.on_mismatch == "raise":
-            where_to = self._writer.partial if self._writer.partial is not None else "memory"
             self._writer.close()
-            reference = f"Reference: {self._reference.describe()}; " if self._reference is not None else ""
-            raise NondeterminismError(
-                dataclasses.replace(
-                    divergence, message=f"{divergence.message} ({reference}this run's trace so far: {where_to}.)"
-                )
-            )
+            context = []
+            if self._reference is not None:
+                context.append(f"Reference: {self._reference.describe()}")
+            if self._writer.partial is not None:
+                context.append(f"this run's trace so far: {self._writer.partial}")
+            suffix = f" ({'; '.join(context)}.)" if context else ""
+            raise NondeterminismError(dataclasses.replace(divergence, message=divergence.message + suffix))
         _warnings.warn(divergence.message, NondeterminismWarning)
 
     def _compare(self, record: dict[str, Any]) -> None:
