@@ -3,7 +3,10 @@
 `run_once` starts ``python -m keras_repro._runner SCRIPT ARGS`` with a fixed
 ``PYTHONHASHSEED`` and waits for it. Inside that process, `_main` makes
 every `keras.Model.fit` record a trace with a `DeterminismCallback`
-(recording only: deterministic kernels are left as the script sets them)
+(recording only: deterministic kernels are left as the script sets them,
+unless the check asked for them: then the process starts with
+`keras_repro.determinism.deterministic_environment` and each fit turns the
+backend's switch on)
 and the audit findings of its model and data, optionally installs a probe of
 one training step (`keras_repro._probe`, for `keras_repro.locate`), and runs
 the script unmodified. Progress lines go to the parent on stderr, marked.
@@ -29,6 +32,7 @@ from keras_repro._procs import child_environment
 from keras_repro._procs import without_framework_logs
 from keras_repro.audit import audit
 from keras_repro.callbacks import DeterminismCallback
+from keras_repro.determinism import deterministic_environment
 
 __all__ = ["HASH_SEED", "ScriptError", "run_once"]
 
@@ -37,6 +41,7 @@ HASH_SEED = "0"
 _TRACE_ENV = "KERAS_REPRO_CHECK_TRACE"
 _EVERY_ENV = "KERAS_REPRO_CHECK_EVERY"
 _PROBE_ENV = "KERAS_REPRO_CHECK_PROBE"  # "<probe file>:<fit>:<training step>"
+_DETERMINISTIC_ENV = "KERAS_REPRO_CHECK_DETERMINISTIC"
 
 
 class ScriptError(RuntimeError):
@@ -61,6 +66,7 @@ def run_once(
     every: str | int,
     progress: Callable[[str], None] | None,
     probe: tuple[Path, int, int] | None = None,
+    deterministic: bool = False,
 ) -> None:
     """Runs `script` once in a fresh process, recording every fit to ``folder/trace.jsonl``.
 
@@ -73,6 +79,9 @@ def run_once(
         progress: called with progress lines, or None.
         probe: ``(probe file, fit, training step)`` to probe that step
             (`keras_repro._probe`), or None.
+        deterministic: start the run with deterministic kernels on (the
+            variables of `keras_repro.determinism.deterministic_environment`,
+            and the backend's switch at the start of every fit).
 
     Raises:
         ScriptError: the script failed, or never completed a `fit`.
@@ -81,10 +90,15 @@ def run_once(
     extra = {"PYTHONHASHSEED": HASH_SEED, _TRACE_ENV: str(folder / "trace.jsonl"), _EVERY_ENV: str(every)}
     if probe is not None:
         extra[_PROBE_ENV] = f"{probe[0]}:{probe[1]}:{probe[2]}"
+    if deterministic:
+        extra.update(deterministic_environment())
+        extra[_DETERMINISTIC_ENV] = "1"
     env = child_environment(extra)
     env.pop("KERAS_REPRO_SEED", None)
     if probe is None:
         env.pop(_PROBE_ENV, None)
+    if not deterministic:
+        env.pop(_DETERMINISTIC_ENV, None)
     with open(folder / "stdout.txt", "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "keras_repro._runner", str(script), *args],
@@ -129,8 +143,8 @@ class _Progress(keras.callbacks.Callback):
         sys.stderr.flush()
 
 
-def _instrument(trace: str, every: str | int) -> None:
-    recorder = DeterminismCallback(trace=trace, every=every, deterministic_ops=False, audit="off")
+def _instrument(trace: str, every: str | int, deterministic: bool) -> None:
+    recorder = DeterminismCallback(trace=trace, every=every, deterministic_ops=deterministic, audit="off")
     original = keras.Model.fit
     signature = inspect.signature(original)
     local = threading.local()
@@ -162,7 +176,11 @@ def _main(argv: Sequence[str]) -> None:
     for name in (_TRACE_ENV, _EVERY_ENV):
         if name not in os.environ:
             sys.exit(f"{name} is not set: this runner is started by `keras-repro check`.")
-    _instrument(os.environ[_TRACE_ENV], _validate.check_every(os.environ[_EVERY_ENV], name=_EVERY_ENV))
+    _instrument(
+        os.environ[_TRACE_ENV],
+        _validate.check_every(os.environ[_EVERY_ENV], name=_EVERY_ENV),
+        deterministic=os.environ.get(_DETERMINISTIC_ENV) == "1",
+    )
     probe = None
     if os.environ.get(_PROBE_ENV):
         from keras_repro import _probe

@@ -36,6 +36,7 @@ from keras_repro.determinism import DETERMINISTIC_CUBLAS_WORKSPACE
 from keras_repro.determinism import JAX_DETERMINISTIC_FLAG
 from keras_repro.determinism import START_ONLY_ENV_VARS
 from keras_repro.determinism import determinism_enabled
+from keras_repro.determinism import how_to_enable
 from keras_repro.determinism import tf_global_seed
 from keras_repro.determinism import tf_op_determinism_enabled
 from keras_repro.determinism import xla_flags_deterministic
@@ -116,18 +117,21 @@ def _check_process(gpus: list[str], model: keras.layers.Layer | None) -> list[Fi
                 "Call keras_repro.seed_everything(seed) at the top of the program, before building the model.",
             )
         )
+    backend = _backend()
     if not determinism_enabled():
+        cpu_jax = backend == "jax" and not gpus
         findings.append(
             Finding(
-                "error" if gpus else "warning",
+                "error" if gpus else ("info" if cpu_jax else "warning"),
                 "op-determinism-off",
-                f"Deterministic kernels are off for the {_backend()} backend"
+                f"Deterministic kernels are off for the {backend} backend"
                 + (f" with GPUs present ({', '.join(gpus)})." if gpus else "."),
-                "GPU kernels (cuDNN convolutions, reductions with atomics) may sum in a "
+                "XLA's CPU kernels are deterministic without it; the switch changes GPU kernels."
+                if cpu_jax
+                else "GPU kernels (cuDNN convolutions, reductions with atomics) may sum in a "
                 "different order on every run; on CPU, parallel tf.data maps with random "
                 "ops are not reproducible either.",
-                "Call keras_repro.enable_determinism() before compile(), or use "
-                "DeterminismCallback(deterministic_ops=True).",
+                how_to_enable(backend),
             )
         )
     initial = initial_environ()
@@ -146,7 +150,6 @@ def _check_process(gpus: list[str], model: keras.layers.Layer | None) -> list[Fi
                         subject=name,
                     )
                 )
-    backend = _backend()
     if gpus and backend == "torch" and "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
         findings.append(
             Finding(

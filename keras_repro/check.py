@@ -148,6 +148,7 @@ def check_script(
     keep: str | os.PathLike | None = None,
     progress: Callable[[str], None] | None = None,
     locate: bool = False,
+    deterministic: bool = False,
 ) -> CheckResult:
     """Runs `script` `runs` times in fresh processes and compares the runs.
 
@@ -164,6 +165,12 @@ def check_script(
             difference enters (`keras_repro.locate.locate`: two more runs
             recording every batch unless ``every="batch"``, then two runs
             probing the first differing training step).
+        deterministic: start every run with the backend's deterministic
+            kernels on, whatever the script does: the variables of
+            `keras_repro.determinism.deterministic_environment` in its
+            environment (the only way on JAX, where the switch is an XLA
+            flag read at start), and the backend's switch turned on at the
+            start of every fit (``DeterminismCallback(deterministic_ops=True)``).
 
     Returns:
         A `CheckResult`.
@@ -175,12 +182,13 @@ def check_script(
     """
     path, runs, every = _check_arguments(script, runs, every)
     locate = _validate.check_bool("locate", locate)
+    deterministic = _validate.check_bool("deterministic", deterministic)
     folder = Path(keep) if keep is not None else Path(tempfile.mkdtemp(prefix="keras-repro-check-"))
     try:
         for run in range(1, runs + 1):
             if progress is not None:
                 progress(f"run {run} of {runs}: starting {path}")
-            run_once(path, args, run, folder / f"run{run}", every, progress)
+            run_once(path, args, run, folder / f"run{run}", every, progress, deterministic=deterministic)
         first = load_trace(folder / "run1" / "trace.jsonl")
         diverging_run, divergence, apart, notes = None, None, None, []
         for run in range(2, runs + 1):
@@ -192,7 +200,7 @@ def check_script(
                 break
         location = None
         if locate and divergence is not None:
-            location = locate_divergence(path, args, divergence, every, folder, progress)
+            location = locate_divergence(path, args, divergence, every, folder, progress, deterministic)
         return CheckResult(
             script=str(path),
             runs=runs,

@@ -71,6 +71,12 @@ def _parser() -> argparse.ArgumentParser:
         help="when the runs differ, run the script again to find where the difference enters "
         "(the data, a layer's forward or backward pass, the optimizer)",
     )
+    check.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="start every run with deterministic kernels on (TF_DETERMINISTIC_OPS, XLA_FLAGS, "
+        "CUBLAS_WORKSPACE_CONFIG in its environment; the backend's switch at each fit)",
+    )
 
     demo = sub.add_parser(
         "demo",
@@ -124,6 +130,7 @@ def _cmd_check(args) -> int:
             keep=args.keep,
             progress=_progress,
             locate=args.locate,
+            deterministic=args.deterministic,
         )
     except (FileNotFoundError, PermissionError, ValueError) as e:
         raise _UsageError(str(e)) from None

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import keras
@@ -36,7 +37,7 @@ from keras_repro import _warnings
 from keras_repro._compat import tensorflow_module
 from keras_repro.seeds import ReproducibilityWarning
 
-__all__ = ["determinism_enabled", "enable_determinism"]
+__all__ = ["determinism_enabled", "deterministic_environment", "enable_determinism", "how_to_enable"]
 
 #: Environment variables read once, when the framework (or CUDA library)
 #: initializes: changing them later in `os.environ` may have no effect.
@@ -75,6 +76,13 @@ def tf_op_determinism_enabled() -> bool:
     return _compat.tf_op_determinism_enabled()
 
 
+def _jax_gpus() -> bool:
+    """Whether JAX sees a GPU (the XLA flag only changes GPU kernels)."""
+    import jax
+
+    return any(d.platform == "gpu" for d in jax.devices())
+
+
 def xla_flags_deterministic() -> bool:
     """Whether ``XLA_FLAGS`` holds `JAX_DETERMINISTIC_FLAG`."""
     return JAX_DETERMINISTIC_FLAG in os.environ.get("XLA_FLAGS", "").split()
@@ -108,6 +116,48 @@ def determinism_enabled() -> bool:
     return tf_op_determinism_enabled()
 
 
+def how_to_enable(backend: str | None = None) -> str:
+    """What to do to turn deterministic kernels on for `backend` (default: the Keras backend).
+
+    On JAX the switch is an XLA flag read when the process starts, so the
+    answer is a command line, not a call.
+    """
+    backend = backend or _backend()
+    if backend == "jax":
+        return (
+            f"Start the program as `XLA_FLAGS={JAX_DETERMINISTIC_FLAG} python train.py` (JAX reads the "
+            "flag when it starts; nothing inside the program can turn it on), or check it with "
+            "`keras-repro check --deterministic`."
+        )
+    return "Call keras_repro.enable_determinism() before compile(), or use DeterminismCallback(deterministic_ops=True)."
+
+
+def deterministic_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment variables that turn deterministic kernels on when a process starts.
+
+    ``TF_DETERMINISTIC_OPS=1`` (TensorFlow, also under other backends for
+    `tf.data`), `JAX_DETERMINISTIC_FLAG` added to ``XLA_FLAGS`` (kept as it
+    is when already there), and ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` unless
+    set (torch on CUDA). Torch's own switch is a call, made at the start of
+    each `fit` by ``DeterminismCallback(deterministic_ops=True)``.
+
+    Args:
+        environ: the environment to start from (default: this process').
+
+    Returns:
+        The variables to set, with their values.
+    """
+    environ = os.environ if environ is None else environ
+    flags = environ.get("XLA_FLAGS", "").split()
+    if JAX_DETERMINISTIC_FLAG not in flags:
+        flags.append(JAX_DETERMINISTIC_FLAG)
+    return {
+        "TF_DETERMINISTIC_OPS": "1",
+        "XLA_FLAGS": " ".join(flags),
+        "CUBLAS_WORKSPACE_CONFIG": environ.get("CUBLAS_WORKSPACE_CONFIG") or DETERMINISTIC_CUBLAS_WORKSPACE,
+    }
+
+
 def tf_global_seed() -> int | None:
     """TensorFlow's global seed (``tf.random.set_seed``); None if unset or TensorFlow is not loaded."""
     if tensorflow_module(import_it=False) is None:
@@ -126,8 +176,9 @@ def enable_determinism() -> list[str]:
       ``deterministic=True`` and ``benchmark=False``, and
       ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` when unset (it only takes effect
       if CUDA was not initialized yet: a warning says so otherwise).
-    - JAX: determinism is an XLA flag read when JAX starts; if
-      ``XLA_FLAGS`` lacks ``--xla_gpu_deterministic_ops=true`` a
+    - JAX: determinism is an XLA flag read when JAX starts, and it only
+      changes GPU kernels (XLA's CPU kernels are deterministic); with a GPU
+      and ``XLA_FLAGS`` lacking ``--xla_gpu_deterministic_ops=true`` a
       `ReproducibilityWarning` gives the command line to use.
 
     Returns:
@@ -173,11 +224,10 @@ def enable_determinism() -> list[str]:
                     f"`CUBLAS_WORKSPACE_CONFIG={DETERMINISTIC_CUBLAS_WORKSPACE} python train.py`.",
                     ReproducibilityWarning,
                 )
-    if backend == "jax" and not xla_flags_deterministic():
+    if backend == "jax" and not xla_flags_deterministic() and _jax_gpus():
         _warnings.warn(
             "JAX reads its determinism switch from XLA_FLAGS when it starts; it cannot be "
-            "turned on from inside the program. Fix: start the program as "
-            f"`XLA_FLAGS={JAX_DETERMINISTIC_FLAG} python train.py`.",
+            f"turned on from inside the program. Fix: {how_to_enable('jax')}",
             ReproducibilityWarning,
         )
     return switched

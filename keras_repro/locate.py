@@ -88,6 +88,7 @@ def locate(
     every: str | int,
     folder: str | os.PathLike,
     progress: Callable[[str], None] | None = None,
+    deterministic: bool = False,
 ) -> Location:
     """Finds where the divergence of two runs of `script` enters, by running it again.
 
@@ -104,6 +105,8 @@ def locate(
         folder: where to keep the new runs' traces, output and probes
             (in ``locate/`` inside it).
         progress: called with a short line as runs go.
+        deterministic: start the runs with deterministic kernels on, as the
+            checked runs were (``check_script(deterministic=True)``).
 
     Returns:
         A `Location`.
@@ -161,7 +164,16 @@ def locate(
     def twice(name: str, run_args: Sequence[str], script_path: Path) -> None:
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             futures = [
-                pool.submit(run_once, script_path, run_args, run, root / f"{name}{run}", "batch", progress)
+                pool.submit(
+                    run_once,
+                    script_path,
+                    run_args,
+                    run,
+                    root / f"{name}{run}",
+                    "batch",
+                    progress,
+                    deterministic=deterministic,
+                )
                 for run in (1, 2)
             ]
             for future in futures:
@@ -211,6 +223,7 @@ def locate(
                 "epoch",
                 progress,
                 (root / f"probe{run}" / "probe.json", fit, step),
+                deterministic=deterministic,
             )
             for run in (1, 2)
         ]

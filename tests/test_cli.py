@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from keras_repro import trace as kr_trace
 from procs import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,6 +114,25 @@ def test_check_reproducible_script_exits_0_and_traces_compare_equal(tmp_path):
     # The kept traces are real files that `diff` compares the same way.
     same = keras_repro("diff", tmp_path / "run1" / "trace.jsonl", tmp_path / "run2" / "trace.jsonl")
     assert same.returncode == 0 and same.stdout.startswith("identical:")
+
+
+def test_check_deterministic_starts_every_run_with_deterministic_kernels(tmp_path):
+    script = tmp_path / "plain.py"
+    script.write_text(
+        "import keras, numpy as np\n"
+        "keras.utils.set_random_seed(0)\n"
+        "model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])\n"
+        "model.compile('sgd', 'mse')\n"
+        "x = np.linspace(0, 1, 64, dtype='float32').reshape(16, 4)\n"
+        "model.fit(x, x.sum(axis=1), epochs=1, verbose=0)\n"
+    )
+    out = keras_repro("check", "--deterministic", "--keep", tmp_path / "runs", script)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "op-determinism-off" not in out.stdout  # the script itself never turns it on
+    for run in ("run1", "run2"):
+        trace = kr_trace.load_trace(tmp_path / "runs" / run / "trace.jsonl")
+        assert trace.manifest["tensorflow"]["op_determinism"] is True
+        assert "--xla_gpu_deterministic_ops=true" in trace.manifest["env"]["XLA_FLAGS"]
 
 
 def test_check_script_seeded_from_time_exits_1_and_names_the_divergence():
