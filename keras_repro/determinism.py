@@ -173,7 +173,7 @@ def enable_determinism() -> list[str]:
       not meant to be turned off again. Afterwards unseeded TF random ops
       raise; a `ReproducibilityWarning` says so when TF has no global seed.
     - Torch: ``torch.use_deterministic_algorithms(True)``, cuDNN
-      ``deterministic=True`` and ``benchmark=False``, and
+      ``deterministic=True`` and ``benchmark=False``, and, with CUDA,
       ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` when unset (it only takes effect
       if CUDA was not initialized yet: a warning says so otherwise).
     - JAX: determinism is an XLA flag read when JAX starts, and it only
@@ -214,7 +214,8 @@ def enable_determinism() -> list[str]:
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
         switched.append("torch.deterministic_algorithms")
-        if "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
+        # cuBLAS only: on a machine without CUDA the variable would change nothing.
+        if "CUBLAS_WORKSPACE_CONFIG" not in os.environ and torch.cuda.is_available():
             os.environ["CUBLAS_WORKSPACE_CONFIG"] = DETERMINISTIC_CUBLAS_WORKSPACE
             switched.append("CUBLAS_WORKSPACE_CONFIG")
             if torch.cuda.is_available() and torch.cuda.is_initialized():

@@ -116,6 +116,7 @@ _RULES: tuple[tuple[str, bool, str], ...] = (
     ("platform", True, "a different OS or architecture can use different math libraries and kernels"),
     ("keras", True, "layer, optimizer and loss code can change between Keras versions or backends"),
     ("backend_version", True, "kernels change between framework versions"),
+    ("jaxlib", True, "JAX's kernels are jaxlib's, versioned on their own"),
     ("numpy", True, "NumPy's RNG streams and math can change between versions"),
     ("tensorflow.threads", True, "measured: Eigen CPU kernels split work by thread count, changing rounding"),
     ("tensorflow.op_determinism", True, "op determinism switches kernels, also on CPU"),
@@ -143,7 +144,7 @@ def _versions() -> dict[str, Any]:
     module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend)
     if module is not None and module in sys.modules:
         backend_version = getattr(sys.modules[module], "__version__", None)
-    return {
+    versions = {
         "keras_repro": __version__,
         "python": {
             "version": platform.python_version(),
@@ -158,6 +159,9 @@ def _versions() -> dict[str, Any]:
         "backend_version": backend_version,
         "numpy": np.__version__,
     }
+    if backend == "jax":  # JAX's kernels are jaxlib's: its version can change results on its own
+        versions["jaxlib"] = getattr(sys.modules.get("jaxlib"), "__version__", None)
+    return versions
 
 
 def _tensorflow_info() -> dict[str, Any] | None:
