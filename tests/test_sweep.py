@@ -416,6 +416,63 @@ def test_compare_says_whether_a_difference_is_larger_than_seed_noise():
     assert base.compare(same) == noise  # reproducible
 
 
+def test_t_test_p_values_match_the_closed_forms():
+    from keras_repro.sweep.stats import t_test_p_value
+
+    for t in (0.0, 0.3, 1.0, 2.5, 12.0):
+        # df = 1 is the Cauchy distribution, df = 2 has a closed form too.
+        assert t_test_p_value(t, 1) == pytest.approx(1 - 2 / math.pi * math.atan(t), abs=1e-12)
+        assert t_test_p_value(-t, 2) == pytest.approx(1 - t / math.sqrt(2 + t * t), abs=1e-12)
+        # Many degrees of freedom: the normal distribution.
+        assert t_test_p_value(t, 1e7) == pytest.approx(math.erfc(t / math.sqrt(2)), abs=1e-6)
+    assert t_test_p_value(math.inf, 5) == 0.0 and math.isnan(t_test_p_value(1.0, 0))
+
+
+def test_the_interquartile_mean_cuts_a_quarter_from_each_end():
+    from keras_repro.sweep.stats import interquartile_mean
+
+    assert interquartile_mean(np.arange(1.0, 9.0)) == 4.5  # 3, 4, 5, 6
+    assert interquartile_mean(np.array([7, 1, 2, 1000, 3, 4, 5, 6.0])) == 4.5  # the outlier is cut
+    assert interquartile_mean(np.array([2.0, 4.0, 9.0])) == 5.0  # int(0.75) = 0 cut
+    summary = result_from([1, 2, 3, 4, 5, 6, 7, 1000]).summary()
+    assert summary.iqm == 4.5 and "IQM 4.5" in str(summary)
+
+
+def test_pairing_by_seed_sees_a_small_effect_that_seed_noise_hides_unpaired():
+    # Each seed moves both configurations alike (the same weights, data order
+    # and masks); the candidate is better by 0.01 on every seed, give or take.
+    rng = np.random.default_rng(3)
+    seed_effect = rng.normal(0.80, 0.05, size=30)
+    base = result_from(seed_effect)
+    candidate = result_from(seed_effect + 0.01 + rng.normal(0, 0.002, size=30))
+    unpaired, paired = base.compare(candidate), base.compare(candidate, paired=True)
+    assert not unpaired.larger_than_noise and unpaired.p_value > 0.05 and not unpaired.paired
+    assert paired.larger_than_noise and paired.p_value < 1e-6 and paired.paired
+    assert paired.difference == pytest.approx(unpaired.difference)
+    assert (paired.ci_high - paired.ci_low) < (unpaired.ci_high - unpaired.ci_low) / 10
+    assert "paired t-test p = " in paired.verdict and "30 paired seeds" in paired.verdict
+    assert "Welch's t-test p = " in unpaired.verdict
+    assert base.compare(candidate, paired=True) == paired  # reproducible
+
+
+def test_pairing_needs_the_same_seeds_and_uses_those_that_succeeded_in_both():
+    base = result_from([0.1, 0.2, 0.3, 0.4], seeds=[1, 2, 3, 4])
+    with pytest.raises(ValueError, match=r"same seeds in the same order.*e\.g\. \[4, 5\] in only one"):
+        base.compare(result_from([0.1, 0.2, 0.3, 0.4], seeds=[1, 2, 3, 5]), paired=True)
+    with pytest.raises(ValueError, match="in another order"):
+        base.compare(result_from([0.1, 0.2, 0.3, 0.4], seeds=[4, 3, 2, 1]), paired=True)
+    with pytest.raises(TypeError, match="paired"):
+        base.compare(base, paired="yes")
+    failed = SweepResult(
+        seeds=[1, 2, 3, 4],
+        metrics={1: {"acc": 0.2}, 2: {"acc": 0.3}, 4: {"acc": 0.5}},
+        failures=[SweepFailure(3, "E", "m", "t")],
+    )
+    comparison = base.compare(failed, paired=True)
+    assert (comparison.n_self, comparison.n_other) == (3, 3)  # seed 3 failed in one: left out
+    assert comparison.difference == pytest.approx(0.1)
+
+
 def test_compare_argument_errors():
     base = result_from([0.1, 0.2, 0.3])
     with pytest.raises(ValueError, match="at least 2 successful seeds.*have 3 and 1"):

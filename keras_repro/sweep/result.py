@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from keras_repro import _files
+from keras_repro import _validate
 from keras_repro.seeds import validate_seed
 from keras_repro.sweep import stats
 from keras_repro.sweep._values import resolve_seeds
@@ -223,14 +224,25 @@ class SweepResult:
         confidence: float = 0.95,
         resamples: int = 10_000,
         bootstrap_seed: int = 0,
+        paired: bool = False,
     ) -> SweepComparison:
         """Whether `other` differs from this sweep by more than seed noise.
 
         The difference is ``mean(other) - mean(self)``: positive when `other`
         scores higher. Its confidence interval is the percentile bootstrap
-        of the difference of means, each sweep resampled independently. The
-        difference is "larger than seed noise" when the interval excludes
-        zero.
+        of the difference of means, each sweep resampled independently; the
+        p-value is Welch's t-test's. The difference is "larger than seed
+        noise" when the interval excludes zero.
+
+        With ``paired=True`` both sweeps must have run the same seeds: the
+        same seed gives both configurations the same initial weights, data
+        order and Dropout masks wherever their models share layer paths, so
+        the per-seed differences carry less noise than the two sweeps apart.
+        The interval is then the bootstrap of the mean per-seed difference
+        (over the seeds that succeeded in both), and the p-value the paired
+        t-test's. Pairing is valid when the seed is the only thing that
+        varies within each sweep; it says nothing more when the two
+        configurations share no layer paths (their streams are unrelated).
 
         Args:
             other: another `SweepResult` with the same metric.
@@ -238,6 +250,11 @@ class SweepResult:
             confidence: coverage of the interval, in (0, 1).
             resamples: number of bootstrap resamples.
             bootstrap_seed: seed of the resampling.
+            paired: pair the two sweeps seed by seed (see above).
+
+        Raises:
+            ValueError: fewer than 2 successful seeds on a side (pairs, when
+                paired), or ``paired=True`` and the sweeps ran other seeds.
 
         Returns:
             A `SweepComparison`; ``str()`` of it is the verdict.
@@ -253,15 +270,36 @@ class SweepResult:
         if not isinstance(other, SweepResult):
             raise TypeError(f"compare() needs another SweepResult, got {type(other).__name__}.")
         bootstrap_seed = stats.check_bootstrap_args(confidence, resamples, bootstrap_seed)
+        paired = _validate.check_bool("paired", paired)
         name = self._metric(metric)
-        mine, theirs = self.values(name), other.values(name)
+        if paired:
+            if list(self.seeds) != list(other.seeds):
+                only = sorted(set(self.seeds) ^ set(other.seeds))
+                raise ValueError(
+                    "compare(paired=True) needs two sweeps over the same seeds in the same order; "
+                    f"these differ ({len(self.seeds)} and {len(other.seeds)} seeds"
+                    + (f", e.g. {only[:3]} in only one" if only else ", in another order")
+                    + "). Run both with the same seeds (and root_seed), or compare unpaired."
+                )
+            both = [s for s in self.seeds if name in self.metrics.get(s, {}) and name in other.metrics.get(s, {})]
+            mine = np.array([self.metrics[s][name] for s in both])
+            theirs = np.array([other.metrics[s][name] for s in both])
+        else:
+            mine, theirs = self.values(name), other.values(name)
         if len(mine) < 2 or len(theirs) < 2:
+            sides = "pairs (seeds that succeeded in both)" if paired else "successful seeds on each side"
             raise ValueError(
-                f"compare() needs at least 2 successful seeds on each side for {name!r} "
+                f"compare() needs at least 2 {sides} for {name!r} "
                 f"(have {len(mine)} and {len(theirs)}); 30 or more is advisable."
             )
         return stats.compare_means(
-            name, mine, theirs, confidence=confidence, resamples=resamples, bootstrap_seed=bootstrap_seed
+            name,
+            mine,
+            theirs,
+            confidence=confidence,
+            resamples=resamples,
+            bootstrap_seed=bootstrap_seed,
+            paired=paired,
         )
 
     # -- views -------------------------------------------------------------

@@ -1,10 +1,14 @@
-"""Statistics of a sweep: bootstrap intervals, `SweepSummary`, `SweepComparison`.
+"""Statistics of a sweep: bootstrap intervals, t-tests, `SweepSummary`, `SweepComparison`.
 
-The intervals are percentile bootstrap intervals of the mean (one sweep) or
-of the difference of two means (two sweeps, resampled independently). The
+The intervals are percentile bootstrap intervals of the mean (one sweep),
+of the difference of two means (two sweeps, resampled independently), or of
+the mean per-seed difference (two sweeps over the same seeds, paired). The
 resamples are drawn by a NumPy generator seeded from ``derive_seed(
 bootstrap_seed, "bootstrap", ...)`` and the values are sorted first, so the
-same values give the same interval every time, in any order.
+same values give the same interval every time, in any order. Beside the
+interval, a comparison gives the two-sided p-value of Welch's t-test
+(unpaired) or of the paired t-test, and a summary the interquartile mean
+(the mean of the middle half, as rliable reports it).
 
 Example:
 
@@ -51,8 +55,8 @@ class SweepSummary:
 
     ``std`` is the sample standard deviation (``ddof=1``); ``ci_low`` and
     ``ci_high`` bound the percentile bootstrap confidence interval of the
-    mean. With fewer than two successful seeds ``std`` and the interval are
-    NaN.
+    mean; ``iqm`` is the interquartile mean (`interquartile_mean`). With
+    fewer than two successful seeds ``std`` and the interval are NaN.
     """
 
     metric: str
@@ -66,6 +70,7 @@ class SweepSummary:
     ci_low: float
     ci_high: float
     confidence: float
+    iqm: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict."""
@@ -77,7 +82,7 @@ class SweepSummary:
             f"{self.metric} over {self.n} seeds{failed}: mean {format_number(self.mean)} "
             f"({self.confidence:.0%} CI {format_number(self.ci_low)} .. {format_number(self.ci_high)}), "
             f"std {format_number(self.std)}, median {format_number(self.median)}, "
-            f"min {format_number(self.min)}, max {format_number(self.max)}"
+            f"IQM {format_number(self.iqm)}, min {format_number(self.min)}, max {format_number(self.max)}"
         )
 
 
@@ -87,8 +92,11 @@ class SweepComparison:
 
     ``difference`` is ``mean(other) - mean(self)`` for ``self.compare(other)``;
     ``ci_low`` and ``ci_high`` bound its percentile bootstrap confidence
-    interval, the two sweeps resampled independently. ``larger_than_noise``
-    is True when the interval excludes zero; ``verdict`` says it in words.
+    interval: the two sweeps resampled independently, or, when ``paired``,
+    the per-seed differences resampled (``n_self == n_other`` is then the
+    number of pairs). ``p_value`` is the two-sided p-value of Welch's t-test
+    (paired: of the paired t-test). ``larger_than_noise`` is True when the
+    interval excludes zero; ``verdict`` says it in words.
     """
 
     metric: str
@@ -102,6 +110,8 @@ class SweepComparison:
     n_other: int
     larger_than_noise: bool
     verdict: str
+    p_value: float = float("nan")
+    paired: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict."""
@@ -109,6 +119,81 @@ class SweepComparison:
 
     def __str__(self) -> str:
         return self.verdict
+
+
+def interquartile_mean(values: np.ndarray) -> float:
+    """The mean of the middle half: a quarter of the values cut from each end.
+
+    ``int(n / 4)`` values are cut from each end of the sorted values (as
+    ``scipy.stats.trim_mean(values, 0.25)``); NaN for no values.
+    """
+    values = np.sort(np.asarray(values, dtype=np.float64))
+    if len(values) == 0:
+        return float("nan")
+    cut = int(0.25 * len(values))
+    return float(values[cut : len(values) - cut].mean())
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """The continued fraction of the incomplete beta function (modified Lentz)."""
+    tiny, h = 1e-300, 1.0
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 10_000):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _regularized_beta(a: float, b: float, x: float) -> float:
+    """I_x(a, b), the regularized incomplete beta function."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(log_front) * _betacf(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
+
+
+def t_test_p_value(t: float, df: float) -> float:
+    """Two-sided p-value of Student's t statistic `t` with `df` degrees of freedom."""
+    if math.isnan(t) or math.isnan(df) or df <= 0:
+        return float("nan")
+    if math.isinf(t):
+        return 0.0
+    return _regularized_beta(df / 2.0, 0.5, df / (df + t * t))
+
+
+def welch_t_test(mine: np.ndarray, theirs: np.ndarray) -> float:
+    """Two-sided p-value of Welch's t-test of ``mean(theirs) != mean(mine)``."""
+    var_mine, var_theirs = np.var(mine, ddof=1) / len(mine), np.var(theirs, ddof=1) / len(theirs)
+    spread = var_mine + var_theirs
+    difference = float(np.mean(theirs) - np.mean(mine))
+    if spread == 0:
+        return 1.0 if difference == 0 else 0.0
+    df = spread**2 / (var_mine**2 / (len(mine) - 1) + var_theirs**2 / (len(theirs) - 1))
+    return t_test_p_value(difference / math.sqrt(spread), df)
+
+
+def paired_t_test(differences: np.ndarray) -> float:
+    """Two-sided p-value of the paired t-test: is the mean per-seed difference zero?"""
+    spread = float(np.std(differences, ddof=1))
+    mean = float(np.mean(differences))
+    if spread == 0:
+        return 1.0 if mean == 0 else 0.0
+    return t_test_p_value(mean / (spread / math.sqrt(len(differences))), len(differences) - 1)
 
 
 def check_bootstrap_args(confidence: float, resamples: int, bootstrap_seed: int) -> int:
@@ -191,6 +276,7 @@ def summarize(
         ci_low=low,
         ci_high=high,
         confidence=float(confidence),
+        iqm=interquartile_mean(values),
     )
 
 
@@ -201,40 +287,47 @@ def compare_means(
     confidence: float = 0.95,
     resamples: int = 10_000,
     bootstrap_seed: int = 0,
+    paired: bool = False,
 ) -> SweepComparison:
     """Whether ``mean(theirs) - mean(mine)`` is larger than seed noise.
 
     Args:
         metric: the metric's name.
-        mine, theirs: the two sweeps' values (at least two each).
+        mine, theirs: the two sweeps' values (at least two each); with
+            `paired`, the same seeds in the same order.
         confidence: coverage of the interval, in (0, 1).
         resamples: number of bootstrap resamples, a positive integer.
         bootstrap_seed: seed of the resampling, a valid seed.
+        paired: resample the per-seed differences instead of each sweep.
 
     Returns:
         A `SweepComparison`.
     """
-    rng = _bootstrap_rng(bootstrap_seed, "compare")
-    mine_means = _bootstrap_means(mine, resamples, rng)
-    theirs_means = _bootstrap_means(theirs, resamples, rng)
-    low, high = _percentile_interval(theirs_means - mine_means, confidence)
+    if paired:
+        differences = theirs - mine
+        means = _bootstrap_means(differences, resamples, _bootstrap_rng(bootstrap_seed, "compare", "paired"))
+        low, high = _percentile_interval(means, confidence)
+        p_value = paired_t_test(differences)
+        test, seeds = "paired t-test", f"{len(mine)} paired seeds"
+    else:
+        rng = _bootstrap_rng(bootstrap_seed, "compare")
+        mine_means = _bootstrap_means(mine, resamples, rng)
+        theirs_means = _bootstrap_means(theirs, resamples, rng)
+        low, high = _percentile_interval(theirs_means - mine_means, confidence)
+        p_value = welch_t_test(mine, theirs)
+        test, seeds = "Welch's t-test", f"{len(mine)} and {len(theirs)} seeds"
     difference = float(np.mean(theirs) - np.mean(mine))
     larger = low > 0 or high < 0
     head = (
         f"{metric}: mean {format_number(float(np.mean(mine)))} -> {format_number(float(np.mean(theirs)))}, "
-        f"difference {format_number(difference)} ({confidence:.0%} CI {format_number(low)} .. {format_number(high)})"
+        f"difference {format_number(difference)} ({confidence:.0%} CI {format_number(low)} .. {format_number(high)}"
+        f"{', paired' if paired else ''}; {test} p = {format_number(p_value)})"
     )
     if larger:
         direction = "higher" if difference > 0 else "lower"
-        verdict = (
-            f"{head} is larger than seed noise: the other configuration is "
-            f"{direction}, over {len(mine)} and {len(theirs)} seeds."
-        )
+        verdict = f"{head} is larger than seed noise: the other configuration is {direction}, over {seeds}."
     else:
-        verdict = (
-            f"{head} is within seed noise: {len(mine)} and {len(theirs)} seeds "
-            "cannot tell the two configurations apart."
-        )
+        verdict = f"{head} is within seed noise: {seeds} cannot tell the two configurations apart."
     return SweepComparison(
         metric=metric,
         mean_self=float(np.mean(mine)),
@@ -247,4 +340,6 @@ def compare_means(
         n_other=len(theirs),
         larger_than_noise=bool(larger),
         verdict=verdict,
+        p_value=float(p_value),
+        paired=paired,
     )
