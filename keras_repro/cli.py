@@ -1,4 +1,4 @@
-"""The ``keras-repro`` command: check, demo, env, diff.
+"""The ``keras-repro`` command: check, demo, env, diff, sweep.
 
 Exit status: 0 success (``check``: reproducible), 1 ``check``: not
 reproducible (``diff``: the files differ in what can change results),
@@ -109,6 +109,48 @@ def _parser() -> argparse.ArgumentParser:
         help="for traces that differ, draw how far apart the runs are at each record "
         "(relative difference of the variables' norms; needs matplotlib) to IMAGE (.png, .svg, .pdf)",
     )
+    sweep = sub.add_parser(
+        "sweep",
+        help="run a seed sweep as array-job shards, merge them, report the result",
+        description="A seed sweep split into shards, one per task of an array job (SLURM, Kubernetes "
+        "Indexed Job, PBS, LSF); see docs/sweeps.md.",
+    )
+    steps = sweep.add_subparsers(dest="step", metavar="STEP", parser_class=_Parser)
+    steps.required = True
+    run = steps.add_parser(
+        "run",
+        help="run the seeds of one shard into a result folder",
+        description="Runs the seeds of shard INDEX of SHARDS of the sweep over SEEDS seeds derived from "
+        "ROOT_SEED, calling MODULE:FUNCTION(seed) for each; one result file per finished seed in OUT/seeds/. "
+        "Seeds already finished are skipped; a seed's backup folder (OUT/backups/SEED) is in "
+        "KERAS_REPRO_SWEEP_BACKUP_DIR while it runs. Exit 0 when the shard finished (failed seeds included).",
+    )
+    run.add_argument(
+        "function", metavar="MODULE:FUNCTION", help="the function fn(seed) -> metric, e.g. experiments:train"
+    )
+    run.add_argument("--seeds", type=int, required=True, help="number of seeds of the whole sweep")
+    run.add_argument("--root-seed", type=int, default=0, help="root of the derived seeds (default 0)")
+    run.add_argument("--shards", type=int, required=True, help="number of shards (array tasks)")
+    run.add_argument(
+        "--index",
+        type=int,
+        help="this shard, 0-based (default: the scheduler's array index: SLURM_ARRAY_TASK_ID, "
+        "JOB_COMPLETION_INDEX, PBS_ARRAY_INDEX, PBS_ARRAYID, LSB_JOBINDEX - 1)",
+    )
+    run.add_argument("--out", required=True, help="the result folder, shared by all shards")
+    merge = steps.add_parser(
+        "merge",
+        help="merge a result folder into one result file",
+        description="Reads OUT/seeds/*.json into a sweep result (SweepResult.save format). Exit 0 when "
+        "every seed has a result, 1 when some are missing.",
+    )
+    merge.add_argument("out", help="the result folder")
+    merge.add_argument("-o", "--output", required=True, help="the result file to write (.json)")
+    report = steps.add_parser(
+        "report", help="print a sweep result's summary", description="Prints the summary of every metric."
+    )
+    report.add_argument("result", help="a result file (keras-repro sweep merge, or SweepResult.save)")
+    report.add_argument("--plot", metavar="IMAGE", help="also draw each metric's per-seed values to IMAGE")
     return parser
 
 
@@ -263,13 +305,42 @@ def _cmd_diff(args) -> int:
     return EXIT_DIFFERENT if relevant else EXIT_OK
 
 
+def _cmd_sweep(args) -> int:
+    from keras_repro.sweep import SweepResult
+    from keras_repro.sweep import shards
+
+    try:
+        if args.step == "run":
+            fn = shards.load_function(args.function)
+            ran = shards.run_shard(
+                fn, args.function, args.seeds, args.root_seed, args.shards, args.index, Path(args.out)
+            )
+            print(f"shard done: ran {len(ran)} seeds into {args.out}")
+            return EXIT_OK
+        if args.step == "merge":
+            merged = shards.merge(args.out)
+            merged.result.save(args.output)
+            print(merged.report())
+            print(f"written to {args.output}")
+            return EXIT_DIFFERENT if merged.missing else EXIT_OK
+        result = SweepResult.load(args.result)
+        for metric in result.metric_names:
+            print(result.summary(metric))
+        if args.plot is not None:
+            result.save_plot(args.plot)
+            print(f"drawn to {args.plot}")
+        return EXIT_OK
+    except (FileNotFoundError, ValueError, TypeError, ImportError) as e:
+        raise _UsageError(str(e)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``keras-repro`` with `argv` (default: the command line); returns the exit status."""
     parser = _parser()
     try:
         args = parser.parse_args(argv)
-        handler = {"check": _cmd_check, "demo": _cmd_demo, "env": _cmd_env, "diff": _cmd_diff}[args.command]
-        return handler(args)
+        handler = {"check": _cmd_check, "demo": _cmd_demo, "env": _cmd_env, "diff": _cmd_diff, "sweep": _cmd_sweep}
+        return handler[args.command](args)
     except _UsageError as e:
         print(f"keras-repro: error: {e}", file=sys.stderr)
         return EXIT_USAGE

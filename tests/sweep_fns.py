@@ -73,3 +73,47 @@ def exits_on_seed_3(seed: int) -> float:
         os._exit(17)
     time.sleep(0.2)
     return float(seed)
+
+
+def train_resumable(seed: int) -> dict[str, float]:
+    """A SeededModel with Dropout trained with exact backups in the sweep's per-seed backup folder.
+
+    With ``KILL_SEED_MARKER`` set to a path, the process kills itself
+    (SIGKILL) once, at training step 13 of the second seed it runs, after a
+    backup: the marker file remembers that it did.
+    """
+    import os
+    import signal
+    from pathlib import Path
+
+    import keras
+
+    import keras_repro as kr
+    from keras_repro.sweep.shards import seed_backup_dir
+
+    x, y = _data(64)
+    marker = os.environ.get("KILL_SEED_MARKER")
+    started = Path(marker + ".started") if marker else None
+    if started is not None:
+        with started.open("a") as log:
+            log.write(f"{seed}\n")
+    inputs = keras.Input((8,))
+    hidden = keras.layers.Dropout(0.25)(keras.layers.Dense(8, activation="relu")(inputs))
+    model = kr.SeededModel(inputs, keras.layers.Dense(1, activation="sigmoid")(hidden), seed=seed)
+    model.compile("adam", "binary_crossentropy")
+
+    class Kill(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            if started is not None:  # where this attempt starts: 0, or the backup's step
+                with Path(marker + ".steps").open("a") as log:
+                    log.write(f"{seed}:{int(model.optimizer.iterations)}\n")
+
+        def on_train_batch_end(self, batch, logs=None):
+            runs = started.read_text().split() if started is not None else []
+            if marker and not Path(marker).exists() and len(runs) == 2 and int(model.optimizer.iterations) == 13:
+                Path(marker).touch()
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    callbacks = [kr.callbacks.ExactBackupAndRestore(seed_backup_dir(), save_freq=4), Kill()]
+    history = model.fit(x, y, epochs=3, batch_size=8, shuffle=True, verbose=0, callbacks=callbacks)
+    return {"loss": history.history["loss"][-1], "fingerprint_bits": int(kr.fingerprint(model)[:8], 16)}

@@ -46,7 +46,7 @@ SLOW_PAGES = {
 
 # The languages a fenced block may name. Only ``python`` blocks run; a block
 # with no language (or "py", "python3" ...) would escape the test unnoticed.
-LANGUAGES = {"python", "console", "text", "bash", "toml", "json"}
+LANGUAGES = {"python", "console", "text", "bash", "toml", "json", "yaml"}
 
 _FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`\s]*)[^`]*$")
 _DIRECTIVE = re.compile(r"<!--\s*docs-test\b")

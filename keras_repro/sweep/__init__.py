@@ -17,6 +17,8 @@ The modules, each one concept, depend on each other one way:
 - `executors`: `process_pool`, Dask and ``concurrent.futures`` executors,
   and the checks that `fn` can reach their workers.
 - `_run`: `sweep`, the isolated run of one seed, `SweepWarning`.
+- `shards`: a sweep as array-job tasks (one shard each), a result file per
+  seed, and the merge (``keras-repro sweep run / merge / report``).
 
 Example:
 

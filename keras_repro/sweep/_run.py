@@ -1,6 +1,6 @@
 """Running a sweep: `sweep`, and the isolated run of one seed.
 
-Every seed runs through `_run_one`, in this process and in every worker
+Every seed runs through `run_one`, in this process and in every worker
 alike: a fresh Keras session, every global random stream seeded from the
 seed, Python's `random` private to the running thread, and the caller's
 streams restored afterwards. A run returns a JSON-safe record (metrics, or
@@ -49,7 +49,7 @@ from keras_repro.sweep.executors import resolve_executor
 from keras_repro.sweep.result import SweepFailure
 from keras_repro.sweep.result import SweepResult
 
-__all__ = ["SweepWarning", "sweep"]
+__all__ = ["SweepWarning", "run_one", "sweep"]
 
 # One run at a time per process: the global random streams a run is seeded
 # through are process-wide, so two threads of one worker must not interleave.
@@ -140,7 +140,7 @@ def _routed(shared: Callable, own: Callable, owner: int) -> Callable:
     return call
 
 
-def _run_one(fn: Callable[[int], Metrics], seed: int) -> dict[str, Any]:
+def run_one(fn: Callable[[int], Metrics], seed: int) -> dict[str, Any]:
     """Runs ``fn(seed)`` isolated and returns a JSON-safe record.
 
     This is the only code path for a run, in-process and in worker processes
@@ -150,7 +150,7 @@ def _run_one(fn: Callable[[int], Metrics], seed: int) -> dict[str, Any]:
     that is not a metric, becomes a failure record.
 
     Executors pickle it by reference and workers import it by its module
-    path, ``keras_repro.sweep._run._run_one``; it stays a module-level
+    path, ``keras_repro.sweep._run.run_one``; it stays a module-level
     function of this module.
     """
     import keras
@@ -171,7 +171,7 @@ def _run_one(fn: Callable[[int], Metrics], seed: int) -> dict[str, Any]:
 
 
 def _result_from_records(seeds: Sequence[int], records: Sequence[dict[str, Any]], root_seed: int | None) -> SweepResult:
-    """The `SweepResult` of the records `_run_one` returned, one per seed."""
+    """The `SweepResult` of the records `run_one` returned, one per seed."""
     metrics, failures, seconds = {}, [], {}
     for record in records:
         if record["ok"]:
@@ -294,7 +294,7 @@ def sweep(
     try:
         if pool is None:
             for seed in seed_list:
-                collected(_run_one(fn, seed))
+                collected(run_one(fn, seed))
         else:
             _run_on(pool, fn, seed_list, collected)
     finally:
@@ -327,7 +327,7 @@ def _run_on(
     futures: dict[cf.Future, int] = {}
     try:
         for seed in seeds:
-            futures[pool.submit(_run_one, fn, seed)] = seed
+            futures[pool.submit(run_one, fn, seed)] = seed
         for future in cf.as_completed(futures):
             seed = futures[future]
             try:

@@ -18,6 +18,7 @@ print(result.summary())
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -369,6 +370,28 @@ class SweepResult:
         ax.set_title(f"{summary.metric} over {summary.n} seeds{failed}")
         ax.legend(loc="best", fontsize="small")
         return ax
+
+    def save_plot(self, path: _files.PathLike) -> None:
+        """Draws `plot` of every metric, one below the other, to an image file (atomically).
+
+        Args:
+            path: the image file; its suffix picks the format (``.png``, ``.svg``, ``.pdf``).
+
+        Raises:
+            ImportError: matplotlib is not installed.
+        """
+        path = _validate.check_path("path", path)
+        try:
+            from matplotlib.figure import Figure
+        except ImportError:
+            raise ImportError("SweepResult.save_plot() needs matplotlib: pip install matplotlib") from None
+        names = self.metric_names
+        figure = Figure(figsize=(6, 3 * len(names)), layout="constrained")
+        for axes, metric in zip(figure.subplots(len(names), 1, squeeze=False)[:, 0], names):
+            self.plot(metric, ax=axes)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format=path.suffix.lstrip(".").lower() or "png")
+        _files.atomic_write_bytes(path, buffer.getvalue())
 
     # -- storage -------------------------------------------------------------
 
