@@ -33,11 +33,8 @@ def test_outside_a_strategy_a_keyed_generator_draws_what_an_unkeyed_one_draws():
         key_by_replica(5)
 
 
-SETUP = """
-import numpy as np
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+# The model and data of every run; after the framework's own set-up.
+MODEL = """
 import keras
 import keras_repro as kr
 
@@ -52,6 +49,16 @@ def build(seed=3):
 x = np.linspace(-1, 1, 64 * 8, dtype="float32").reshape(64, 8)
 y = np.sin(x).sum(axis=1, keepdims=True)
 """
+
+SETUP = (
+    """
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+"""
+    + MODEL
+)
 
 MIRRORED = (
     SETUP
@@ -190,23 +197,13 @@ def test_epoch_shuffle_before_distributing_gives_every_run_the_same_order():
 needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed (the jax extra)")
 JAX_ENV = {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
 
-JAX_SETUP = """
+JAX_SETUP = (
+    """
 import numpy as np
 import jax
-import keras
-import keras_repro as kr
-
-def build(seed=3):
-    inputs = keras.Input((8,))
-    hidden = keras.layers.Dense(16, activation="relu", name="hidden")(inputs)
-    dropped = keras.layers.Dropout(0.5, name="drop")(hidden)
-    model = kr.SeededModel(inputs, keras.layers.Dense(1, name="head")(dropped), seed=seed)
-    model.compile(keras.optimizers.SGD(0.05), "mse")
-    return model
-
-x = np.linspace(-1, 1, 64 * 8, dtype="float32").reshape(64, 8)
-y = np.sin(x).sum(axis=1, keepdims=True)
 """
+    + MODEL
+)
 
 JAX_PARALLEL = (
     JAX_SETUP
