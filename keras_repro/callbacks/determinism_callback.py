@@ -383,11 +383,11 @@ class DeterminismCallback(keras.callbacks.Callback):
         if found is None:
             return
         replica, variables = found
+        step = f" (training step {record['step']})" if record["step"] is not None else ""
         message = (
-            f"Replica {replica} differs from replica 0 at {where(record)} (training step {record['step']}): "
-            f"{shown_names(variables)}. Every replica applies the same all-reduced update to its copy, "
-            "so copies part only through a nondeterministic all-reduce or kernel, or code that "
-            "changes one replica's copy."
+            f"Replica {replica} differs from replica 0 at {where(record)}{step}: {shown_names(variables)}. "
+            "Every replica applies the same all-reduced update to its copy, so copies part only through "
+            "a nondeterministic all-reduce or kernel, or code that changes one replica's copy."
         )
         self._mismatch(
             Divergence(
