@@ -1,4 +1,5 @@
 import concurrent.futures as cf
+import importlib.util
 import inspect
 import json
 import math
@@ -660,4 +661,24 @@ def test_dask_local_cluster_results_are_bit_identical_to_in_process(workers_can_
         lambdas = quiet_sweep(lambda seed: seed / 2, [2, 3], executor=client.get_executor())
     assert on_dask.metrics == here.metrics
     assert waits_on_dask.metrics == waits.metrics
+    assert lambdas.metrics == {2: {"value": 1.0}, 3: {"value": 1.5}}
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed (the ray extra)")
+def test_ray_local_cluster_results_are_bit_identical_to_in_process(workers_can_import_tests):
+    import ray
+
+    seeds = [11, 22, 33, 44]
+    here = quiet_sweep(sweep_fns.train_tiny, seeds)
+    with pytest.raises(ValueError, match=r"Ray is not initialized\. Call ray\.init\(\)"):
+        quiet_sweep(sweep_fns.draws, seeds, executor=ray)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        on_ray = quiet_sweep(sweep_fns.train_tiny, seeds, executor=ray)
+        lambdas = quiet_sweep(lambda seed: seed / 2, [2, 3], executor=ray)  # cloudpickle takes lambdas
+    finally:
+        ray.shutdown()
+    assert on_ray.metrics == here.metrics
     assert lambdas.metrics == {2: {"value": 1.0}, 3: {"value": 1.5}}

@@ -249,8 +249,10 @@ def sweep(
         root_seed: root of the derived seeds; ignored when `seeds` is an
             iterable.
         executor: None to run in this process; a
-            ``concurrent.futures.Executor`` (e.g. `process_pool`); or a Dask
-            ``distributed.Client``. The executor is not shut down.
+            ``concurrent.futures.Executor`` (e.g. `process_pool`); a Dask
+            ``distributed.Client``; or the ``ray`` module, after
+            ``ray.init()`` (one Ray task of one CPU per seed). The executor
+            is not shut down.
         progress: whether to show "seed k/N, elapsed, ETA" on stderr.
 
     Returns:

@@ -1,11 +1,13 @@
-"""Executors of a sweep: process pools and Dask clients, and what they need of `fn`.
+"""Executors of a sweep: process pools, Dask clients, Ray, and what they need of `fn`.
 
-`sweep` runs in-process, on any ``concurrent.futures.Executor`` or on a Dask
-``distributed.Client``. This module turns the `executor` argument into a
-``concurrent.futures`` executor and checks, before anything is submitted,
-that `fn` can reach the workers: a worker process unpickles `fn` by its
-module path, so `fn` must be a module-level function of an importable
-module (Dask pickles with cloudpickle, which also takes lambdas). A pool
+`sweep` runs in-process, on any ``concurrent.futures.Executor``, on a Dask
+``distributed.Client`` or on Ray (the ``ray`` module itself, once
+``ray.init()`` was called: each seed is one Ray task of one CPU). This
+module turns the `executor` argument into a ``concurrent.futures`` executor
+and checks, before anything is submitted, that `fn` can reach the workers:
+a worker process unpickles `fn` by its module path, so `fn` must be a
+module-level function of an importable module (Dask and Ray pickle with
+cloudpickle, which also takes lambdas). A pool
 that forks a process that has loaded TensorFlow deadlocks, so it is refused;
 `process_pool` makes one that spawns its workers.
 
@@ -33,20 +35,51 @@ from typing import Any
 from keras_repro import _validate
 from keras_repro.sweep._values import short_repr
 
-__all__ = ["check_fn_for_workers", "process_pool", "resolve_executor"]
+__all__ = ["RayExecutor", "check_fn_for_workers", "process_pool", "resolve_executor"]
 
 
 def _is_dask(obj: Any) -> bool:
     return type(obj).__module__.split(".")[0] == "distributed"
 
 
+def _is_ray(obj: Any) -> bool:
+    return getattr(obj, "__name__", None) == "ray" and callable(getattr(obj, "remote", None))
+
+
+class RayExecutor(cf.Executor):
+    """A ``concurrent.futures`` executor that runs each call as a Ray task.
+
+    `sweep` makes one when given the ``ray`` module; each submitted call is
+    ``ray.remote(num_cpus=1)(fn).remote(*args)``, and its future is the
+    object ref's. Shutting it down does not shut Ray down.
+
+    Args:
+        ray: the ``ray`` module, initialized (``ray.init()``).
+    """
+
+    def __init__(self, ray: Any) -> None:
+        if not ray.is_initialized():
+            raise ValueError(
+                "Invalid executor: Ray is not initialized. Call ray.init() (or ray.init(address=...)) first."
+            )
+        self._ray = ray
+        self._remotes: dict[Callable, Any] = {}
+
+    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> cf.Future:
+        remote = self._remotes.get(fn)
+        if remote is None:
+            remote = self._remotes[fn] = self._ray.remote(num_cpus=1)(fn)
+        return remote.remote(*args, **kwargs).future()
+
+
 def resolve_executor(executor: Any) -> tuple[cf.Executor | None, str]:
     """The ``concurrent.futures`` executor that runs a sweep, and its name.
 
     Args:
-        executor: None, a ``concurrent.futures.Executor`` or a Dask
+        executor: None, a ``concurrent.futures.Executor``, a Dask
             ``distributed.Client`` (whose executor never reuses a cached
-            result: a seed is run each time it is submitted).
+            result: a seed is run each time it is submitted), or the
+            ``ray`` module once ``ray.init()`` was called.
 
     Returns:
         ``(executor or None for in-process, description for the progress
@@ -54,9 +87,12 @@ def resolve_executor(executor: Any) -> tuple[cf.Executor | None, str]:
 
     Raises:
         TypeError: `executor` is none of those.
+        ValueError: Ray is not initialized.
     """
     if executor is None:
         return None, "in-process"
+    if _is_ray(executor):
+        return RayExecutor(executor), "ray"
     if _is_dask(executor) and hasattr(executor, "get_executor"):
         # A distributed.Client. pure=False: never reuse a cached result.
         return executor.get_executor(pure=False), "dask"
@@ -65,7 +101,7 @@ def resolve_executor(executor: Any) -> tuple[cf.Executor | None, str]:
     raise TypeError(
         f"Invalid executor: {short_repr(executor)} (of type {type(executor).__name__}). "
         "Pass None (in-process), a concurrent.futures.Executor (e.g. "
-        "keras_repro.process_pool(2)) or a dask distributed.Client."
+        "keras_repro.process_pool(2)), a dask distributed.Client, or the ray module after ray.init()."
     )
 
 
@@ -103,7 +139,7 @@ def check_fn_for_workers(fn: Callable, executor: cf.Executor) -> None:
                 "session or notebook, which worker processes cannot import. Put it "
                 "in a module (a .py file) and import it from there."
             )
-    if _is_dask(executor):
+    if _is_dask(executor) or isinstance(executor, RayExecutor):
         import cloudpickle
 
         dumps = cloudpickle.dumps
