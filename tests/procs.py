@@ -102,3 +102,10 @@ def run_pythons(
 def run_twice(code: str, envs: Sequence[Mapping[str, str] | None] | None = None, **kwargs) -> list[Any]:
     """Runs the same code in two separate processes (optionally with two envs)."""
     return run_pythons([code, code], envs=envs or [None, None], **kwargs)
+
+
+def keras_older_than(major: int, minor: int) -> bool:
+    """Whether the installed Keras is older than `major.minor` (read without importing Keras)."""
+    from importlib.metadata import version
+
+    return tuple(int(part) for part in version("keras").split(".")[:2]) < (major, minor)

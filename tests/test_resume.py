@@ -12,6 +12,7 @@ import pytest
 import keras_repro as kr
 from keras_repro.callbacks import ExactBackupAndRestore
 from procs import child_env
+from procs import keras_older_than
 
 SCRIPT = Path(__file__).with_name("resume_script.py")
 
@@ -70,6 +71,9 @@ def test_killed_runs_resume_bit_identical_to_the_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    keras_older_than(3, 8), reason="Keras < 3.8 cannot create a SeedGenerator under a tf.distribute strategy"
+)
 def test_killed_mirrored_runs_resume_bit_identical_to_the_uninterrupted_mirrored_run(tmp_path):
     scenarios = {
         "epoch_backups": ["--save-freq", "epoch", "--kill-at", 30],
