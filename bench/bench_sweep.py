@@ -2,8 +2,9 @@
 
 A sweep of 8 short training runs (an MLP on 2048 x 32 samples, about 5 s
 each on 2 idle cores), first in this process (executor=None), then on
-`keras_repro.process_pool(2)` (spawned workers; the pool is created inside
-the timed region, so the workers' start-up and TensorFlow import, which
+`keras_repro.process_pool(2)` (spawned workers, each given its share of
+the cores by `keras_repro.set_threads`; the pool is created inside the
+timed region, so the workers' start-up and TensorFlow import, which
 users pay for, is included). Prints both times, the ratio (target <= 0.65
 on 2 cores) and whether the per-seed results are bit-identical.
 

@@ -73,6 +73,8 @@ from keras_repro.sweep import SweepResult
 from keras_repro.sweep import SweepWarning
 from keras_repro.sweep import process_pool
 from keras_repro.sweep import sweep
+from keras_repro.threads import set_threads
+from keras_repro.threads import usable_cores
 from keras_repro.trace import Divergence
 from keras_repro.trace import NondeterminismError
 from keras_repro.trace import NondeterminismWarning
@@ -117,6 +119,9 @@ __all__ = [
     # determinism
     "determinism_enabled",
     "enable_determinism",
+    # threads
+    "set_threads",
+    "usable_cores",
     # audit
     "AuditError",
     "Finding",

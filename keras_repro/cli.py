@@ -138,6 +138,12 @@ def _parser() -> argparse.ArgumentParser:
         "JOB_COMPLETION_INDEX, PBS_ARRAY_INDEX, PBS_ARRAYID, LSB_JOBINDEX - 1)",
     )
     run.add_argument("--out", required=True, help="the result folder, shared by all shards")
+    run.add_argument(
+        "--threads",
+        type=int,
+        help="framework threads of this task (default: its usable cores: CPU affinity, capped by a cgroup "
+        "CPU quota and SLURM_CPUS_PER_TASK); set before the function's module is imported",
+    )
     merge = steps.add_parser(
         "merge",
         help="merge a result folder into one result file",
@@ -311,6 +317,10 @@ def _cmd_sweep(args) -> int:
 
     try:
         if args.step == "run":
+            from keras_repro.threads import set_threads
+            from keras_repro.threads import usable_cores
+
+            set_threads(usable_cores() if args.threads is None else args.threads)
             fn = shards.load_function(args.function)
             ran = shards.run_shard(
                 fn, args.function, args.seeds, args.root_seed, args.shards, args.index, Path(args.out)

@@ -50,6 +50,19 @@ def train_tiny_fails_on_odd(seed: int) -> dict[str, float]:
     return train_tiny(seed)
 
 
+def thread_counts(seed: int) -> dict[str, float]:
+    """The framework thread counts of the process that runs it (TensorFlow backend)."""
+    import os
+
+    import tensorflow as tf
+
+    return {
+        "omp": float(os.environ["OMP_NUM_THREADS"]),
+        "intra": float(tf.config.threading.get_intra_op_parallelism_threads()),
+        "inter": float(tf.config.threading.get_inter_op_parallelism_threads()),
+    }
+
+
 def draws(seed: int) -> float:
     """No Keras: one draw from each global stream (fast)."""
     return random.random() + float(np.random.rand())

@@ -73,7 +73,8 @@ def test_two_array_tasks_merge_into_the_in_process_sweep(tmp_path):
     tasks = [
         subprocess.Popen(
             [sys.executable, "-m", "keras_repro", "sweep", "run", "sweep_fns:train_tiny"]
-            + ["--seeds", "5", "--root-seed", "3", "--shards", "2", "--out", str(out)],
+            + ["--seeds", "5", "--root-seed", "3", "--shards", "2", "--out", str(out)]
+            + ["--threads", str(index + 1)],  # other thread counts: still the same results, and the merge says so
             cwd=TESTS,
             env=child_env({"PYTHONPATH": str(TESTS), "SLURM_ARRAY_TASK_ID": str(index)}),
             stdout=subprocess.PIPE,
@@ -88,6 +89,7 @@ def test_two_array_tasks_merge_into_the_in_process_sweep(tmp_path):
     merged = sweep_cli("merge", out, "-o", tmp_path / "result.json")
     assert merged.returncode == 0, merged.stdout + merged.stderr
     assert merged.stdout.startswith("5 of 5 seeds finished, 0 failed")
+    assert "warning: " in merged.stdout and "env.OMP_NUM_THREADS: '1' != '2'" in merged.stdout, merged.stdout
     result = SweepResult.load(tmp_path / "result.json")
     # The same sweep in one fresh process, in-process.
     code = (

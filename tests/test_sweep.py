@@ -88,6 +88,8 @@ def test_other_bad_arguments_are_clear_errors():
         kr.sweep(sweep_fns.draws, seeds=2, executor="processes")
     with pytest.raises(ValueError, match="max_workers: 0"):
         process_pool(0)
+    with pytest.raises(ValueError, match="threads_per_worker: 0"):
+        process_pool(1, threads_per_worker=0)
 
 
 def test_unpicklable_fn_with_a_process_pool_is_a_type_error():
@@ -631,6 +633,16 @@ def test_process_pool_results_are_bit_identical_to_in_process(workers_can_import
     with cf.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         plain = quiet_sweep(sweep_fns.train_tiny, seeds[::-1], executor=pool)
     assert plain.metrics == here.metrics
+
+
+def test_process_pool_workers_get_their_share_of_the_cores(workers_can_import_tests):
+    with process_pool(1, threads_per_worker=1) as pool:
+        chosen = quiet_sweep(sweep_fns.thread_counts, [1], executor=pool)
+    with process_pool(2) as pool:  # the default: the usable cores divided among the workers
+        shared = quiet_sweep(sweep_fns.thread_counts, [1, 2], executor=pool)
+    assert chosen.metrics[1] == {"omp": 1.0, "intra": 1.0, "inter": 1.0}
+    share = float(max(1, kr.usable_cores() // 2))
+    assert shared.metrics[1] == shared.metrics[2] == {"omp": share, "intra": share, "inter": share}
 
 
 def test_a_worker_that_dies_becomes_a_failure_record(workers_can_import_tests):

@@ -157,17 +157,26 @@ def check_fn_for_workers(fn: Callable, executor: cf.Executor) -> None:
         ) from None
 
 
-def process_pool(max_workers: int | None = None) -> cf.ProcessPoolExecutor:
-    """A process pool that is safe to use with TensorFlow: spawned workers.
+def process_pool(max_workers: int | None = None, threads_per_worker: int | None = None) -> cf.ProcessPoolExecutor:
+    """A process pool that is safe to use with TensorFlow: spawned workers, each given its share of the cores.
 
     A ``concurrent.futures.ProcessPoolExecutor`` using the ``spawn`` start
     method. The default start method on Linux, ``fork``, deadlocks a child
     of a process that has loaded TensorFlow. Workers live as long as the
     pool, so each imports TensorFlow once, not once per seed.
 
+    Each worker starts with `keras_repro.set_threads(threads_per_worker)`:
+    without it every worker's TensorFlow (or PyTorch) takes all cores, and
+    two workers on two cores each run slower than one alone.
+
     Args:
         max_workers: number of worker processes; defaults to the number of
-            CPUs.
+            usable cores (`keras_repro.usable_cores`).
+        threads_per_worker: framework threads of each worker; defaults to
+            the usable cores divided among the workers (at least 1).
+            Thread counts can change results on TensorFlow's Eigen kernels
+            (see docs/sweeps.md): a sweep compared with another should run
+            with the same counts, and the manifest records them.
 
     Returns:
         A ``ProcessPoolExecutor``; use it as a context manager, or call its
@@ -180,14 +189,32 @@ def process_pool(max_workers: int | None = None) -> cf.ProcessPoolExecutor:
     from my_experiments import experiment   # a module-level function
 
     if __name__ == "__main__":
-        with kr.process_pool(2) as pool:
+        with kr.process_pool(2) as pool:   # 2 workers, each with half the cores
             result = kr.sweep(experiment, seeds=30, executor=pool)
     ```
     """
     import multiprocessing
 
-    if max_workers is not None:
-        max_workers = _validate.check_int(
-            "max_workers", max_workers, minimum=1, allowed="max_workers must be a positive integer or None"
-        )
-    return cf.ProcessPoolExecutor(max_workers=max_workers, mp_context=multiprocessing.get_context("spawn"))
+    from keras_repro.threads import set_threads
+    from keras_repro.threads import usable_cores
+
+    cores = usable_cores()
+    if max_workers is None:
+        max_workers = cores
+    max_workers = _validate.check_int(
+        "max_workers", max_workers, minimum=1, allowed="max_workers must be a positive integer or None"
+    )
+    if threads_per_worker is None:
+        threads_per_worker = max(1, cores // max_workers)
+    threads_per_worker = _validate.check_int(
+        "threads_per_worker",
+        threads_per_worker,
+        minimum=1,
+        allowed="threads_per_worker must be a positive integer or None",
+    )
+    return cf.ProcessPoolExecutor(
+        max_workers=max_workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=set_threads,
+        initargs=(threads_per_worker,),
+    )
