@@ -10,6 +10,7 @@ leaves a half-written file under the real name. JSON documents carry a
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -45,6 +46,25 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def write_figure(figure: Any, path: PathLike) -> None:
+    """Saves a matplotlib `figure` to `path` atomically, in the format its suffix names (``.png`` if none).
+
+    Raises:
+        ValueError: matplotlib cannot write images of that suffix (nothing is written).
+    """
+    path = Path(path)
+    suffix = path.suffix.lstrip(".").lower() or "png"
+    supported = figure.canvas.get_supported_filetypes()
+    if suffix not in supported:
+        raise ValueError(
+            f"plot file {str(path)!r}: matplotlib cannot write {suffix!r} images. "
+            f"Allowed suffixes: {', '.join('.' + s for s in sorted(supported))}"
+        )
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=suffix)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def write_document(path: PathLike, kind: str, version: int, body: dict[str, Any]) -> None:

@@ -25,7 +25,6 @@ relative_difference(summarize(a), summarize(b))  # about 1e-6
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -171,6 +170,7 @@ def plot_drift(result: Drift, path: _files.PathLike, top: int = 5) -> None:
 
     Raises:
         ImportError: matplotlib is not installed (``pip install matplotlib``).
+        ValueError: matplotlib cannot write images of the suffix of `path`.
     """
     result = _validate.check_instance("result", result, Drift, "Expected a Drift (diff_traces(a, b).drift)")
     path = _validate.check_path("path", path)
@@ -207,13 +207,4 @@ def plot_drift(result: Drift, path: _files.PathLike, top: int = 5) -> None:
     axes.set_title(f"Two runs apart from {result.points[0].where} on")
     if names:
         axes.legend(fontsize="small")
-    suffix = path.suffix.lstrip(".").lower() or "png"
-    supported = figure.canvas.get_supported_filetypes()
-    if suffix not in supported:
-        raise ValueError(
-            f"plot file {str(path)!r}: matplotlib cannot write {suffix!r} images. "
-            f"Allowed suffixes: {', '.join('.' + s for s in sorted(supported))}"
-        )
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format=suffix)
-    _files.atomic_write_bytes(path, buffer.getvalue())
+    _files.write_figure(figure, path)

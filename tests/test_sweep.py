@@ -564,6 +564,16 @@ def test_plot_draws_each_seed_and_the_interval():
         plt.close(ax.figure)
 
 
+def test_save_plot_refuses_a_suffix_matplotlib_cannot_write_and_writes_nothing(tmp_path):
+    pytest.importorskip("matplotlib")
+    result = result_from(KNOWN)
+    with pytest.raises(ValueError, match=r"cannot write 'xyz' images\. Allowed suffixes: .*\.png"):
+        result.save_plot(tmp_path / "sweep.xyz")
+    assert list(tmp_path.iterdir()) == []
+    result.save_plot(tmp_path / "sweep.svg")
+    assert (tmp_path / "sweep.svg").read_text().lstrip().startswith("<?xml")
+
+
 def test_missing_optional_dependencies_name_the_extra(monkeypatch):
     result = result_from(KNOWN)
     monkeypatch.setitem(sys.modules, "pandas", None)

@@ -152,6 +152,8 @@ class DeterminismCallback(keras.callbacks.Callback):
         super().__init__()
         self.trace = _validate.check_path("trace", trace, allow_none=True)
         self.every = _validate.check_every(every)
+        # Batches per batch record (None: records at epoch ends only).
+        self._batches_per_record = {"batch": 1, "epoch": None}.get(self.every, self.every)
         self.on_mismatch = _validate.check_choice("on_mismatch", on_mismatch, _ON_MISMATCH)
         self.deterministic_ops = _validate.check_bool("deterministic_ops", deterministic_ops)
         self.data = _validate.check_bool("data", data)
@@ -279,7 +281,7 @@ class DeterminismCallback(keras.callbacks.Callback):
             self._record("epoch", epoch=epoch, rng=True)
 
     def _record_batch(self, batch, logs=None):
-        every = 1 if self.every == "batch" else self.every
+        every = self._batches_per_record
         crossed = (batch + 1) // every > (self._last_batch + 1) // every
         self._last_batch = batch
         if crossed:
@@ -339,8 +341,7 @@ class DeterminismCallback(keras.callbacks.Callback):
         # boundaries and epoch ends carry them, and of the batch records the
         # first of each epoch (by position, so that a resumed run writes the
         # same records as one that never stopped).
-        every = 1 if self.every == "batch" else self.every
-        summaries = rng or (batch is not None and batch + 1 == every)
+        summaries = rng or (batch is not None and batch + 1 == self._batches_per_record)
         details = self._fingerprinter.details(summaries=summaries)
         kinds = details.kinds
         record: dict[str, Any] = {

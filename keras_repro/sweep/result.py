@@ -18,7 +18,6 @@ print(result.summary())
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -379,6 +378,7 @@ class SweepResult:
 
         Raises:
             ImportError: matplotlib is not installed.
+            ValueError: matplotlib cannot write images of the suffix of `path`.
         """
         path = _validate.check_path("path", path)
         try:
@@ -389,9 +389,7 @@ class SweepResult:
         figure = Figure(figsize=(6, 3 * len(names)), layout="constrained")
         for axes, metric in zip(figure.subplots(len(names), 1, squeeze=False)[:, 0], names):
             self.plot(metric, ax=axes)
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format=path.suffix.lstrip(".").lower() or "png")
-        _files.atomic_write_bytes(path, buffer.getvalue())
+        _files.write_figure(figure, path)
 
     # -- storage -------------------------------------------------------------
 
