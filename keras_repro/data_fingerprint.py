@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import keras
 
-__all__ = ["DataFingerprint", "peek_state", "restore_state"]
+__all__ = ["DataFingerprint", "accumulator_of", "peek_state", "restore_state"]
 
 _MIX = 0x9E3779B97F4A7C15 - 2**64  # as a signed int64
 _PRIME = 0x100000001B3
@@ -168,6 +168,11 @@ class DataFingerprint:
             self._accumulator.assign(0)
 
 
+def accumulator_of(model: keras.Model):
+    """The accumulator variable of `model`'s data fingerprint, or None when it has none."""
+    return getattr(model, _ATTRIBUTE, None)
+
+
 def peek_state(model: keras.Model) -> int | None:
     """The accumulator of `model`'s data fingerprint (None when it has none), left as it is.
 
@@ -175,7 +180,7 @@ def peek_state(model: keras.Model) -> int | None:
     resumed in the middle of a record's span reports the same data digest
     as the run that never stopped.
     """
-    accumulator = getattr(model, _ATTRIBUTE, None)
+    accumulator = accumulator_of(model)
     return None if accumulator is None else int(accumulator.numpy())
 
 
@@ -183,7 +188,7 @@ def restore_state(model: keras.Model, value: int | None) -> None:
     """Sets the accumulator saved by `peek_state` (applied on installation if not yet installed)."""
     if value is None:
         return
-    accumulator = getattr(model, _ATTRIBUTE, None)
+    accumulator = accumulator_of(model)
     if accumulator is None:
         object.__setattr__(model, _PENDING, int(value))
     else:

@@ -97,6 +97,9 @@ class Divergence:
         findings: audit findings (as dicts) recorded by the reference run
             that can explain this kind of divergence.
         notes: earlier differences in state nothing had used yet.
+        step_exact: whether `step` is the first training step that differs
+            (found by step digests, ``DeterminismCallback(steps=True)``),
+            not the step of the first record that differs.
     """
 
     kind: str
@@ -109,6 +112,7 @@ class Divergence:
     message: str
     findings: tuple[dict[str, Any], ...] = ()
     notes: tuple[str, ...] = ()
+    step_exact: bool = False
 
     def __str__(self) -> str:
         return self.message
@@ -341,6 +345,9 @@ class RecordComparator:
         data_differs = data_a is not None and data_b is not None and data_a != data_b
         earlier = self._earlier(drawn)
         connected = drawn + [f"rng/{s}" for s in self._streams]
+        found = first_differing_step(a, b)
+        if found is not None:
+            return self._step_divergence(a, found, state + only_a + only_b, connected, earlier)
         if data_differs:
             also = (
                 f" The training state differs too ({shown_names(state + only_a + only_b)})."
@@ -402,6 +409,37 @@ class RecordComparator:
                 self._streams.setdefault(stream, here)
         return None
 
+    def _step_divergence(
+        self,
+        record: Mapping[str, Any],
+        found: tuple[int, str],
+        differing: list[str],
+        connected: list[str],
+        earlier: str,
+    ) -> Divergence:
+        """The divergence at the first training step whose step digests differ (``steps=True`` records)."""
+        step, what = found
+        at = f"training step {step} (fit {record.get('fit')}, epoch {record.get('epoch')})"
+        by = (
+            f"; at {where(record)}, {shown_names(differing)} differ"
+            if differing
+            else f"; at {where(record)} the recorded variables agree again"
+        )
+        if what == "data":
+            head = (
+                f"The input data differs (order or content) from {at} on: the step digests of the "
+                f"batches the model trained on part there{by}."
+            )
+            kind = "data"
+        else:
+            head = (
+                f"First divergence at {at}: the digest of the model's variables after that step "
+                f"differs, the data agreeing{by}."
+            )
+            kind = "step"
+        divergence = self._divergence(kind, record, differing + connected, (head, earlier))
+        return dataclasses.replace(divergence, batch=None, step=step, step_exact=True)
+
     def _used_generators(self, ta: dict, tb: dict) -> set[str]:
         """Seed generators whose state changed since the previous record, in either run."""
         if self._previous is None:
@@ -431,6 +469,31 @@ class RecordComparator:
         if record.get("type") == "batch":
             return f"fit {record.get('fit')}, epoch {record.get('epoch')}, up to batch {record.get('batch')}"
         return f"fit {record.get('fit')}, epoch {record.get('epoch')}"
+
+
+def first_differing_step(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[int, str] | None:
+    """The first training step at which two records' step digests differ, and in what.
+
+    Steps are matched by number; only those both records list are compared
+    (a resumed run, or a buffer that overflowed, lists fewer). Returns
+    ``(step, "data")`` when the data digests differ there (both present),
+    ``(step, "state")`` when only the variables' digests do, None when the
+    common steps agree or either record has no step digests.
+    """
+    sa, sb = a.get("steps"), b.get("steps")
+    if not sa or not sb:
+        return None
+    listed_b = {sb["first"] + i: (state, data) for i, (state, data) in enumerate(zip(sb["state"], sb["data"]))}
+    for i, (state, data) in enumerate(zip(sa["state"], sa["data"])):
+        step = sa["first"] + i
+        other = listed_b.get(step)
+        if other is None:
+            continue
+        if data is not None and other[1] is not None and data != other[1]:
+            return step, "data"
+        if state != other[0]:
+            return step, "state"
+    return None
 
 
 def compare_records(

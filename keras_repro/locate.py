@@ -4,9 +4,10 @@
 first differ. `locate` narrows that down to the place where the difference
 is made, by running the script again:
 
-1. if the runs were recorded per epoch (or every N batches), twice more
-   recording every batch, to find the first training step ``S`` whose
-   record differs;
+1. if the runs were recorded per epoch (or every N batches) without step
+   digests that found it (`keras_repro.divergence.Divergence.step_exact`),
+   twice more recording every batch, to find the first training step ``S``
+   whose record differs;
 2. twice more with a *probe* at step ``S``: the steps before it run
    compiled, as in the checked runs (an eager step can round differently
    from a compiled one); the step that makes the optimizer step count ``S``
@@ -179,7 +180,7 @@ def locate(
             for future in futures:
                 future.result()
 
-    if every != "batch":
+    if every != "batch" and not divergence.step_exact:
         if progress is not None:
             progress("locate: running the script twice more, recording every batch")
         twice("batch", list(args), script)

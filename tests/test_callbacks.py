@@ -275,7 +275,9 @@ def test_bad_reference_files_are_rejected_at_construction(tmp_path):
 
 
 def test_get_config_round_trip(tmp_path):
-    cb = kr.DeterminismCallback(tmp_path / "t.jsonl", every=3, on_mismatch="warn", deterministic_ops=False, audit="off")
+    cb = kr.DeterminismCallback(
+        tmp_path / "t.jsonl", every=3, on_mismatch="warn", deterministic_ops=False, audit="off", steps=True
+    )
     config = cb.get_config()
     assert config == {
         "trace": str(tmp_path / "t.jsonl"),
@@ -286,6 +288,7 @@ def test_get_config_round_trip(tmp_path):
         "audit": "off",
         "data": True,
         "replicas": True,
+        "steps": True,
     }
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(cb))
     assert isinstance(restored, kr.DeterminismCallback) and restored.get_config() == config

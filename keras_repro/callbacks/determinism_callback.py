@@ -29,6 +29,7 @@ from keras_repro.seeds import ReproducibilityWarning
 from keras_repro.seeds import rng_state
 from keras_repro.state import ResumePoint
 from keras_repro.state import get_resume_point
+from keras_repro.step_digest import StepDigests
 from keras_repro.trace import Divergence
 from keras_repro.trace import NondeterminismError
 from keras_repro.trace import NondeterminismWarning
@@ -120,6 +121,13 @@ class DeterminismCallback(keras.callbacks.Callback):
             (`keras_repro.distribute.replica_disagreement`); a replica that
             differs is a divergence of kind ``"replica"``, raised or warned
             as `on_mismatch` says, with or without a reference.
+        steps: whether each record also lists a digest of the model's
+            variables (and of the data) after every training step since the
+            previous record, computed on the device inside the train step
+            and read once per record (`keras_repro.step_digest`): a
+            divergence is then located to its training step without
+            recording every batch. TensorFlow backend only; elsewhere
+            records carry no step digests.
 
     Example:
 
@@ -148,6 +156,7 @@ class DeterminismCallback(keras.callbacks.Callback):
         audit: str = "warn",
         data: bool = True,
         replicas: bool = True,
+        steps: bool = False,
     ) -> None:
         super().__init__()
         self.trace = _validate.check_path("trace", trace, allow_none=True)
@@ -158,6 +167,7 @@ class DeterminismCallback(keras.callbacks.Callback):
         self.deterministic_ops = _validate.check_bool("deterministic_ops", deterministic_ops)
         self.data = _validate.check_bool("data", data)
         self.replicas = _validate.check_bool("replicas", replicas)
+        self.steps = _validate.check_bool("steps", steps)
         self.audit_mode = _validate.check_choice("audit", audit, _AUDIT_MODES)
         if isinstance(reference, Trace):
             self._reference = reference
@@ -179,6 +189,7 @@ class DeterminismCallback(keras.callbacks.Callback):
         self._reference_index = 0
         self._comparator: RecordComparator | None = None
         self._data: DataFingerprint | None = None
+        self._steps: StepDigests | None = None
         self._warned: set[tuple[str, str | None]] = set()
         self._epoch: int | None = None
         self._last_batch = -1
@@ -197,6 +208,9 @@ class DeterminismCallback(keras.callbacks.Callback):
         self._fit += 1
         if self.data and (self._data is None or self._data.model is not self.model):
             self._data = DataFingerprint(self.model)
+        if self.steps and (self._steps is None or self._steps.model is not self.model):
+            per_epoch = self.params.get("steps") if isinstance(self.params, dict) else None
+            self._steps = StepDigests(self.model, capacity=max(4096, (per_epoch or 0) + 1))
         if self.deterministic_ops:
             self._enable_determinism()
         if self.audit_mode != "off":
@@ -217,6 +231,8 @@ class DeterminismCallback(keras.callbacks.Callback):
             self._writer.resume()
         if self._data is not None:
             self._data.reset()
+        if self._steps is not None:
+            self._steps.read()  # steps before this fit are not part of it
         # Keras does not tell callbacks the initial epoch: on_epoch_begin does.
         self._epoch = None
         self._record("fit_begin", rng=True)
@@ -357,6 +373,17 @@ class DeterminismCallback(keras.callbacks.Callback):
         }
         if details.summaries is not None:
             record["summaries"] = list(details.summaries.values())
+        if self._steps is not None and kind != "fit_begin":
+            steps = self._steps.read()
+            if steps is not None and steps.state:
+                # Numbered by training step: the last one is this record's.
+                last = details.iterations if details.iterations is not None else steps.first + len(steps.state)
+                record["steps"] = {
+                    "first": last - len(steps.state) + 1,
+                    "state": list(steps.state),
+                    "data": list(steps.data),
+                    "lost": steps.lost,
+                }
         if kind == "fit_begin":
             record["schema"] = [[p, dtype, list(shape)] for p, (dtype, shape) in details.schema.items()]
             record["findings"] = [dataclasses.asdict(f) for f in self.findings]
@@ -430,6 +457,7 @@ class DeterminismCallback(keras.callbacks.Callback):
             "audit": self.audit_mode,
             "data": self.data,
             "replicas": self.replicas,
+            "steps": self.steps,
         }
 
     @classmethod

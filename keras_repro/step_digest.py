@@ -1,0 +1,229 @@
+"""Digests of every training step, computed on the device inside the compiled train step.
+
+Recording a fingerprint after every batch from a callback reads every
+variable back to the host each step, and a batch hook turns off Keras'
+asynchronous batch dispatch. `StepDigests` instead wraps the model's
+``train_step``: after each step, still inside the compiled function (with
+or without ``jit_compile``), the model's variables are reduced to one 64-bit
+digest, which is written with the data digest of
+`keras_repro.data_fingerprint.DataFingerprint` into a ring buffer in device
+memory. `DeterminismCallback(steps=True)` reads the buffer once per record
+(at epoch ends), so the steps cost no host sync and no batch hook.
+
+What is digested each step: the model's weights, trainable and not (such as
+BatchNorm statistics), in the order of
+`keras_repro.fingerprint.tracked_variables`. Not digested: the optimizers'
+slot variables (a slot that differs after step k changes the weights it
+updates in that same step, so the first differing step is still found) and
+seed generator states (a generator that differs but is never drawn from
+changes nothing, and one that is drawn from changes the weights of that
+step). The exact fingerprints of the host values at fit start, epoch ends
+and fit end cover both, as they always did.
+
+The digest, so that it can be checked without keras_repro. Each variable is
+viewed as unsigned words of 32 bits (floats of 4 bytes bit-cast; 2-byte
+values bit-cast to 16 bits; 8-byte values split into two 32-bit words;
+1-byte values and booleans cast), widened to int64 and flattened; its digest
+is ``sum(v[i] * w[i])`` modulo 2**64 with ``w[i] = 2*i + 1 + (h(i) << 33)``,
+``h(i) = mix(i)`` (`_weights`). Integer addition modulo 2**64 is associative,
+so the digest is the same in any reduction order, on any device. A change of
+one element always changes it (``w[i]`` is odd and a word difference has
+fewer than 32 factors of two); so does swapping two different elements
+(``w[j] - w[i]`` has at most 32 factors of two for fewer than 2**32
+elements, so the product of the two differences is not a multiple of
+2**64); the hashed high part makes other changes that cancel exactly as
+unlikely as about 2**-31. Variable digests are chained as
+``h = h * P + digest + (k + 1) * n`` (``P = 0x100000001B3``, ``n`` the word
+count of variable ``k``).
+
+Only the TensorFlow backend is covered; on others `StepDigests.supported`
+is False and records carry no step digests.
+
+Example:
+
+```python
+import numpy as np
+import keras
+from keras_repro.step_digest import StepDigests
+
+model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+model.compile("sgd", "mse")
+steps = StepDigests(model, capacity=64)
+model.fit(np.ones((8, 2)), np.ones((8, 1)), batch_size=4, verbose=0)
+read = steps.read()  # the 2 steps since the last read
+assert read.first == 0 and len(read.state) == 2
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from keras_repro import _validate
+from keras_repro.data_fingerprint import accumulator_of
+from keras_repro.fingerprint import tracked_state
+
+__all__ = ["StepDigests", "StepsRead"]
+
+_PRIME = 0x100000001B3
+_ATTRIBUTE = "_keras_repro_step_digests"
+_DEFAULT_CAPACITY = 4096
+_DIGESTED = ("weight", "other")  # the variable kinds of `tracked_state` each step's digest covers
+
+
+def _supported() -> bool:
+    return keras.backend.backend() == "tensorflow"
+
+
+def _weights(count: int) -> np.ndarray:
+    """The position weights of a variable of `count` words, as int64 (see module docstring)."""
+    i = np.arange(count, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        h = i * np.uint64(0x9E3779B97F4A7C15)
+        h ^= h >> np.uint64(29)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(32)
+        w = np.uint64(2) * i + np.uint64(1) + (h << np.uint64(33))
+    return w.view(np.int64)
+
+
+def _words(tf, value):
+    """`value` as a flat int64 tensor of its 32-bit (or narrower) unsigned words."""
+    dtype = value.dtype
+    if dtype.is_complex:
+        value = tf.stack([tf.math.real(value), tf.math.imag(value)], axis=-1)
+        dtype = value.dtype
+    if dtype == tf.bool:
+        value = tf.cast(value, tf.uint8)
+    elif dtype.size == 8:
+        value = tf.bitcast(value, tf.uint32)  # one more axis of 2
+    elif dtype.size == 4:
+        value = tf.bitcast(value, tf.uint32)
+    elif dtype.size == 2:
+        value = tf.bitcast(value, tf.uint16)
+    return tf.reshape(tf.cast(value, tf.int64), [-1])
+
+
+def state_digest(tf, variables, weights_cache: dict[int, np.ndarray]):
+    """The chained digest of `variables` (inside a traced function); see the module docstring."""
+    digest = tf.constant(0, tf.int64)
+    for k, variable in enumerate(variables):
+        words = _words(tf, tf.convert_to_tensor(variable))
+        count = int(words.shape[0])
+        weights = weights_cache.get(count)
+        if weights is None:  # NumPy: a traced constant belongs to one graph, and Keras traces several
+            weights = weights_cache[count] = _weights(count)
+        digest = digest * _PRIME + tf.reduce_sum(words * tf.constant(weights)) + (k + 1) * count
+    return digest
+
+
+@dataclasses.dataclass(frozen=True)
+class StepsRead:
+    """The step digests written since the previous read.
+
+    Attributes:
+        first: the index of the first listed step among the model's training
+            steps since the digests were installed or `reset`.
+        state: per step, the digest of the model's variables after it (16 hex digits).
+        data: per step, the data digest after it (16 hex digits), or None
+            per step without a data fingerprint.
+        lost: steps before `first` that the ring buffer overwrote before
+            this read (0 when the capacity sufficed).
+    """
+
+    first: int
+    state: tuple[str, ...]
+    data: tuple[str | None, ...]
+    lost: int = 0
+
+
+class StepDigests:
+    """Writes a digest of every training step into a device buffer (see module docstring).
+
+    Installing it wraps ``model.train_step`` (also a custom one) and rebuilds
+    the train function if `fit` made one; it stays installed for later `fit`
+    calls. A second `StepDigests` of the same model shares the first one's
+    buffer. Install a `DataFingerprint` first to have the data digest of each
+    step too.
+
+    Args:
+        model: a compiled Keras model.
+        capacity: steps the buffer holds between two reads; older steps are
+            overwritten (and reported as ``lost``).
+    """
+
+    def __init__(self, model: keras.Model, capacity: int = _DEFAULT_CAPACITY) -> None:
+        self.model = model
+        self.capacity = _validate.check_int("capacity", capacity, minimum=1)
+        self.supported = _supported()
+        self._read = 0
+        if not self.supported:
+            return
+        existing = getattr(model, _ATTRIBUTE, None)
+        if existing is not None:
+            self._buffer, self._count, self.capacity = existing
+            self._read = int(self._count.numpy())
+            return
+        import tensorflow as tf
+
+        strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
+        with strategy.scope():
+            buffer = tf.Variable(
+                tf.zeros([self.capacity, 2], tf.int64),
+                trainable=False,
+                name="keras_repro_step_digests",
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            )
+            count = tf.Variable(
+                0,
+                dtype=tf.int64,
+                trainable=False,
+                name="keras_repro_step_count",
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            )
+        original = model.train_step
+        cache: dict[int, np.ndarray] = {}
+        capacity = self.capacity
+
+        def train_step(data):
+            logs = original(data)
+            # Listed when the step is traced, after the step built what it builds.
+            state = tracked_state(model)
+            variables = [v for p, v in state.variables.items() if state.kinds[p] in _DIGESTED]
+            digest = state_digest(tf, variables, cache)
+            accumulator = accumulator_of(model)
+            data_digest = tf.constant(0, tf.int64) if accumulator is None else tf.convert_to_tensor(accumulator)
+            row = tf.stack([digest, data_digest])
+            buffer.scatter_nd_update(tf.reshape(count % capacity, [1, 1]), tf.reshape(row, [1, 2]))
+            count.assign_add(1)
+            return logs
+
+        object.__setattr__(model, _ATTRIBUTE, (buffer, count, self.capacity))
+        object.__setattr__(model, "train_step", train_step)
+        if getattr(model, "train_function", None) is not None:  # fit made it already
+            model.make_train_function(force=True)
+        self._buffer, self._count = buffer, count
+
+    def read(self) -> StepsRead | None:
+        """The digests of the steps since the previous read (one read of the buffer); None if unsupported."""
+        if not self.supported:
+            return None
+        count = int(self._count.numpy())
+        rows = self._buffer.numpy()
+        start = max(self._read, count - self.capacity)
+        lost = start - self._read
+        indices = [i % self.capacity for i in range(start, count)]
+        state = tuple(f"{int(rows[i, 0]) % 2**64:016x}" for i in indices)
+        with_data = accumulator_of(self.model) is not None
+        data = tuple(f"{int(rows[i, 1]) % 2**64:016x}" if with_data else None for i in indices)
+        self._read = count
+        return StepsRead(start, state, data, lost)
+
+    def reset(self) -> None:
+        """Restarts the step count (at the start of a `fit`): later reads list steps from 0."""
+        if self.supported:
+            self._count.assign(0)
+            self._read = 0

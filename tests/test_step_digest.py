@@ -1,0 +1,201 @@
+"""Step digests: computed inside the train step, read once per record, and what they catch.
+
+The digest is checked against an independent pure-Python computation of the
+formula the module documents (in-process: that is a claim about arithmetic,
+with and without XLA). The detection claims are checked between processes:
+two identical runs list identical step digests; a one-ULP change of one
+element, a swap of two elements, and a changed input row are each located
+to their training step, and the exact host fingerprints of the epoch-end
+record name the same variable (the cross-check of the two digests).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+import keras_repro as kr
+from keras_repro.divergence import RecordComparator
+from keras_repro.fingerprint import tracked_state
+from keras_repro.step_digest import StepDigests
+from keras_repro.trace import diff_traces
+from keras_repro.trace import load_trace
+from tests.procs import run_pythons
+
+pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="step digests are TF-only")
+
+MASK = 2**64 - 1
+
+
+def reference_digest(arrays) -> str:
+    """The module docstring's formula, in plain Python integers."""
+
+    def weight(i: int) -> int:
+        h = (i * 0x9E3779B97F4A7C15) & MASK
+        h ^= h >> 29
+        h = (h * 0xBF58476D1CE4E5B9) & MASK
+        h ^= h >> 32
+        return (2 * i + 1 + (h << 33)) & MASK
+
+    digest = 0
+    for k, array in enumerate(arrays):
+        array = np.asarray(array)
+        if array.dtype == bool:
+            words = array.astype(np.uint8)
+        else:
+            words = array.view({1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint32}[array.dtype.itemsize])
+        words = words.reshape(-1)
+        value = sum(int(w) * weight(i) for i, w in enumerate(words)) & MASK
+        digest = (digest * 0x100000001B3 + value + (k + 1) * words.size) & MASK
+    return f"{digest:016x}"
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_the_digest_of_each_step_is_the_documented_formula(jit_compile):
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(4),
+            keras.layers.Dropout(0.5),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dense(1, dtype="float64"),
+        ]
+    )
+    model.compile("adam", "mse", jit_compile=jit_compile)
+    digests = StepDigests(model, capacity=4)
+    x = np.random.default_rng(0).normal(size=(24, 3)).astype("float32")
+    model.fit(x, x[:, :1], batch_size=4, epochs=1, verbose=0, shuffle=False)
+    read = digests.read()
+    assert (read.first, len(read.state), read.lost) == (2, 4, 2)  # 6 steps, the buffer holds 4
+    assert read.data == (None,) * 4  # no DataFingerprint installed
+    state = tracked_state(model)
+    weights = [keras.ops.convert_to_numpy(v) for p, v in state.variables.items() if state.kinds[p] == "weight"]
+    assert read.state[-1] == reference_digest(weights)
+    assert digests.read().state == ()  # nothing new since
+
+
+def test_one_changed_element_and_a_swap_always_change_the_digest():
+    import tensorflow as tf
+
+    from keras_repro.step_digest import state_digest
+
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(64, 33)).astype("float32")
+    digest = lambda array: f"{int(state_digest(tf, [tf.constant(array)], {})) % 2**64:016x}"  # noqa: E731
+    seen = {digest(base)}
+    assert seen == {reference_digest([base])}
+    for i, j in [(0, 1), (5, 2000), (2111, 2)]:
+        swapped = base.reshape(-1).copy()
+        swapped[[i, j]] = swapped[[j, i]]
+        nudged = base.reshape(-1).copy()
+        nudged[i] = np.nextafter(nudged[i], np.float32(np.inf))
+        for changed in (swapped, nudged):
+            value = digest(changed.reshape(base.shape))
+            assert value not in seen
+            seen.add(value)
+    with pytest.raises(ValueError, match="capacity: 0"):
+        StepDigests(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]), capacity=0)
+
+
+CHILD = """
+import os, warnings
+import numpy as np, keras, keras_repro as kr
+
+mode, trace, reference = os.environ["MODE"], os.environ["TRACE"], os.environ.get("REFERENCE") or None
+warnings.simplefilter("ignore")
+kr.seed_everything(5)
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu", name="hidden"),
+                          keras.layers.Dropout(0.3), keras.layers.Dense(1, name="head")])
+kr.seed_model(model, 5)
+model.compile(keras.optimizers.Adam(0.01), "mse")
+x = np.random.default_rng(0).random((64, 4), dtype="float32")
+y = x.sum(axis=1, keepdims=True)
+if mode == "data":
+    x[40, 2] += 1.0  # a row of batch 2 of every epoch: training step 3 first
+
+class Change(keras.callbacks.Callback):
+    async_safe = True  # a batch hook that keeps Keras' asynchronous dispatch as the recording does
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._epoch == 1 and batch == 2 and mode in ("nudge", "swap"):  # before training step 7
+            kernel = self.model.get_layer("hidden").kernel
+            value = kernel.numpy()
+            if mode == "nudge":
+                value[1, 3] = np.nextafter(value[1, 3], np.float32(np.inf))
+            else:
+                value[0, 0], value[2, 5] = value[2, 5], value[0, 0]
+            kernel.assign(value)
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+callback = kr.DeterminismCallback(trace, reference=reference, steps=True)
+result = {"error": None}
+try:
+    model.fit(x, y, epochs=3, batch_size=16, shuffle=False, verbose=0, callbacks=[Change(), callback])
+except kr.NondeterminismError as e:
+    result["error"] = {"kind": e.kind, "step": e.step, "variables": list(e.variables), "message": str(e)}
+emit(result)
+"""
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("steps")
+
+    def env(name, mode, reference=None):
+        return {"MODE": mode, "TRACE": str(folder / f"{name}.jsonl"), "REFERENCE": reference or ""}
+
+    (first,) = run_pythons([CHILD], envs=[env("a", "base")])
+    names = [("b", "base"), ("nudge", "nudge"), ("swap", "swap"), ("data", "data")]
+    envs = [env(n, m, str(folder / "a.jsonl") if n == "nudge" else None) for n, m in names]
+    results = dict(zip([n for n, _ in names], run_pythons([CHILD] * len(names), envs=envs)))
+    return folder, {"a": first, **results}
+
+
+def test_two_processes_list_identical_step_digests(runs):
+    folder, results = runs
+    a, b = load_trace(folder / "a.jsonl"), load_trace(folder / "b.jsonl")
+    assert a.records == b.records and kr.compare_traces(a, b) is None
+    listed = [(r["type"], r["steps"]["first"], len(r["steps"]["state"])) for r in a.records if "steps" in r]
+    assert listed == [("epoch", 1, 4), ("epoch", 5, 4), ("epoch", 9, 4)]  # every step, numbered by step
+    states = [s for r in a.records if "steps" in r for s in r["steps"]["state"]]
+    assert len(set(states)) == 12  # the weights change every step
+    assert all(r["steps"]["lost"] == 0 for r in a.records if "steps" in r)
+
+
+@pytest.mark.parametrize("mode", ["nudge", "swap"])
+def test_a_changed_or_swapped_element_is_located_to_its_step(runs, mode):
+    folder, _ = runs
+    # The nudged run compared itself with "a" and stopped at the divergence: its trace is partial.
+    name = "nudge.jsonl.partial" if mode == "nudge" else f"{mode}.jsonl"
+    changed = load_trace(folder / name, allow_incomplete=True)
+    divergence = diff_traces(folder / "a.jsonl", changed).divergence
+    assert (divergence.kind, divergence.step, divergence.epoch) == ("step", 7, 1)
+    # The exact host fingerprints at the end of that epoch name the variable: the two digests agree.
+    assert divergence.variables[:1] == ("hidden/kernel",)
+    assert "First divergence at training step 7 (fit 0, epoch 1)" in divergence.message
+
+
+def test_the_reference_run_raises_at_the_step_as_it_trains(runs):
+    error = runs[1]["nudge"]["error"]
+    assert (error["kind"], error["step"]) == ("step", 7)
+    assert "hidden/kernel" in error["variables"]
+
+
+def test_a_changed_input_row_is_a_data_divergence_at_its_step(runs):
+    folder, _ = runs
+    divergence = diff_traces(folder / "a.jsonl", folder / "data.jsonl").divergence
+    assert (divergence.kind, divergence.step) == ("data", 3)
+    assert "The input data differs (order or content) from training step 3 (fit 0, epoch 0)" in divergence.message
+
+
+def test_a_trace_without_step_digests_still_compares_with_one_that_has_them(runs):
+    folder, _ = runs
+    with_steps = load_trace(folder / "a.jsonl").records
+    without = [{k: v for k, v in r.items() if k != "steps"} for r in load_trace(folder / "swap.jsonl").records]
+    comparator = RecordComparator()
+    divergence = next(d for d in (comparator.add(x, y) for x, y in zip(with_steps, without)) if d is not None)
+    # Located as before step digests: to the epoch-end record after the change.
+    assert (divergence.kind, divergence.epoch, divergence.step) == ("step", 1, 8)
+    assert "hidden/kernel" in divergence.variables
