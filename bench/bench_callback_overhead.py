@@ -13,7 +13,12 @@ an epoch). On a busy machine wall-time differences are noisy, so it
 also prints the time spent inside the callback's hooks, timed in the same
 fits, as a share of the fit time without the callback.
 
-Run: python bench/bench_callback_overhead.py [--batch-size N] [--repeats N]
+With `steps=True` (TensorFlow backend) it also times every="epoch" with
+step digests (target <= 5% at batch 32) and the step digest alone per step.
+The `w + i` of that timing adds one elementwise pass per weight that a real
+step does not have, so it overstates the digest a little.
+
+Run: python bench/bench_callback_overhead.py [--batch-size N] [--repeats N] [--backend B]
 """
 
 import argparse
@@ -24,6 +29,8 @@ import time
 import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import _backend  # noqa: E402  (--backend, before Keras is imported)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -78,7 +85,8 @@ def timed_fit(x, y, batch_size, callback_kwargs, folder, spent):
     if callback_kwargs == "empty":
         callbacks.append(EmptyBatchHook())
     elif callback_kwargs is not None:
-        path = os.path.join(folder, f"trace_{callback_kwargs['every']}_{callback_kwargs.get('data', True)}.jsonl")
+        tag = "_".join(f"{k}-{v}" for k, v in sorted(callback_kwargs.items()))
+        path = os.path.join(folder, f"trace_{tag}.jsonl")
         callback = kr.DeterminismCallback(path, audit="off", **callback_kwargs)
         time_hooks(callback, spent)
         callbacks.append(callback)
@@ -117,6 +125,34 @@ def time_data_digest(x, y, per_call=50, repeats=20):
     return best
 
 
+def time_step_digest(per_call=20, repeats=20):
+    """Milliseconds per step of the in-step digest of the model's weights alone (best of 5)."""
+    import tensorflow as tf
+
+    from keras_repro.step_digest import state_digest
+
+    model = make_model()
+    weights = [tf.convert_to_tensor(v) for v in model.weights]
+    cache = {}
+
+    @tf.function
+    def digests(weights):
+        total = tf.constant(0, tf.int64)
+        for i in range(per_call):  # distinct inputs, so nothing is computed once for all
+            total = total * 3 + state_digest(tf, [w + float(i) for w in weights], cache)
+        return total
+
+    digests(weights).numpy()  # trace
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            result = digests(weights)
+        result.numpy()
+        best = min(best, (time.perf_counter() - start) / repeats / per_call * 1e3)
+    return best
+
+
 def time_summaries(repeats=50):
     """Seconds per record of the fingerprint with and without the float summaries (best of 5)."""
     from keras_repro.fingerprint import Fingerprinter
@@ -137,6 +173,7 @@ def time_summaries(repeats=50):
 
 def main():
     parser = argparse.ArgumentParser()
+    _backend.add_argument(parser)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
@@ -153,6 +190,8 @@ def main():
         'every="epoch", data=False': {"every": "epoch", "data": False},
         'every="batch"': {"every": "batch"},
     }
+    if keras.backend.backend() == "tensorflow":  # step digests and data digests are TF-only
+        cases['every="epoch", steps=True'] = {"every": "epoch", "steps": True}
     times = {name: [] for name in cases}
     inside = {name: [0.0] for name in cases}
     steps = EPOCHS * -(-60000 // args.batch_size)
@@ -166,11 +205,21 @@ def main():
     for name, t in median.items():
         print(f"{name:16s} {t:8.2f} s  (runs: {', '.join(f'{v:.2f}' for v in times[name])})")
     base = median["no callback"]
-    for name, target in [('every="epoch"', 0.02), ('every="batch"', 0.15), ("empty batch hook", None)]:
+    targets = [('every="epoch"', 0.02), ('every="batch"', 0.15), ("empty batch hook", None)]
+    if 'every="epoch", steps=True' in median:
+        targets.append(('every="epoch", steps=True', 0.05))
+    for name, target in targets:
         overhead = median[name] / base - 1
         goal = f" (target <= {target * 100:.0f}%)" if target is not None else ""
         per_step = (median[name] - base) / steps * 1e3
         print(f"overhead {name}: {overhead * 100:+.1f}% of fit time{goal}, {per_step:+.3f} ms per step")
+    if keras.backend.backend() != "tensorflow":
+        return
+    step_ms = time_step_digest()
+    print(
+        f"step digest alone: {step_ms * 1e3:.1f} us per step = {step_ms / (base / steps * 1e3) * 100:.2f}% "
+        "of a training step without the callback (all of it CPU work on a CPU device)"
+    )
     digest_ms = time_data_digest(x[: args.batch_size], y[: args.batch_size])
     print(
         f"data digest alone: {digest_ms * 1e3:.1f} us per batch = {digest_ms / (base / steps * 1e3) * 100:.2f}% "

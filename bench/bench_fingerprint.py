@@ -16,6 +16,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import _backend  # noqa: E402  (--backend, before Keras is imported)
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -51,6 +53,7 @@ def median_time(fn, repeats):
 
 def main():
     parser = argparse.ArgumentParser()
+    _backend.add_argument(parser)
     parser.add_argument("--mib", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()

@@ -1,5 +1,6 @@
 """keras_repro.locate: where a divergence enters, found by probing a step in two fresh runs."""
 
+import dataclasses
 from pathlib import Path
 
 import keras
@@ -19,11 +20,14 @@ from keras_repro.trace import load_trace
 SCRIPTS = Path(__file__).resolve().parent / "locate_scripts"
 
 
-def _check_and_locate(name: str, folder: Path, every="epoch") -> Location:
+def _check_and_locate(name: str, folder: Path, every="epoch", step_exact=True) -> Location:
     script = SCRIPTS / f"{name}.py"
     result = check_script(script, every=every, keep=folder)
     assert not result.reproducible, result.summary()
-    return locate(script, (), result.divergence, every, folder)
+    divergence = result.divergence
+    if not step_exact:  # as from a check without step digests (another backend, an older trace)
+        divergence = dataclasses.replace(divergence, step_exact=False)
+    return locate(script, (), divergence, every, folder)
 
 
 @pytest.mark.slow
@@ -32,13 +36,15 @@ def test_a_layer_adding_a_per_process_constant_is_located_in_its_forward_pass(tm
     assert (where.stage, where.layer, where.step, where.fit) == ("forward", "noisy", 1, 0), where
     assert "AddV2" in where.op_types and where.advice == ()
     assert "layer noisy (AddOffset)" in where.message
-    # Per epoch, the first divergence is at the end of epoch 0; every batch, at step 1.
-    assert (tmp_path / "locate" / "batch1" / "trace.jsonl").exists()
+    # The checked runs' step digests found step 1: no re-run recording every batch.
+    assert not (tmp_path / "locate" / "batch1").exists()
 
 
 @pytest.mark.slow
 def test_a_gradient_scaled_per_process_is_located_in_that_layers_backward_pass(tmp_path):
-    where = _check_and_locate("backward_scale", tmp_path)
+    # Without the step, two runs recording every batch find it first.
+    where = _check_and_locate("backward_scale", tmp_path, step_exact=False)
+    assert (tmp_path / "locate" / "batch1" / "trace.jsonl").exists()
     assert (where.stage, where.layer, where.step) == ("backward", "scaled", 1), where
     assert "IdentityN" in where.op_types  # tf.custom_gradient's op
     assert "gradient with respect to its inputs" in where.message
