@@ -31,7 +31,6 @@ import warnings
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import _backend  # noqa: E402  (--backend, before Keras is imported)
-
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
