@@ -177,11 +177,13 @@ def _check_gpu_kernels(layers: dict[str, keras.layers.Layer], context: AuditCont
 
 
 def _check_jit(model: keras.layers.Layer, context: AuditContext) -> list[Finding]:
-    if context.backend != "tensorflow" or not getattr(model, "compiled", False):
+    if context.backend not in ("tensorflow", "torch") or not getattr(model, "compiled", False):
         return []
     jit = getattr(model, "jit_compile", False)
     if jit is not True:
         return []
+    if context.backend == "torch":
+        return _check_torch_compile(context)
     if context.op_determinism:
         return [
             Finding(
@@ -217,5 +219,34 @@ def _check_jit(model: keras.layers.Layer, context: AuditContext) -> list[Finding
             "runs that differ in either setting differ in the last bits.",
             "Keep jit_compile and the moment determinism is enabled the same in every run "
             "(simplest: enable_determinism() before compile()).",
+        )
+    ]
+
+
+def _check_torch_compile(context: AuditContext) -> list[Finding]:
+    """jit_compile=True on the torch backend: Keras runs the train step through torch.compile."""
+    from keras_repro.determinism import determinism_enabled
+
+    if context.gpus and not determinism_enabled():
+        return [
+            Finding(
+                "warning",
+                "torch-compile",
+                "The model runs with torch.compile (jit_compile=True) on a GPU without deterministic algorithms.",
+                "Inductor tunes its generated kernels at compile time by timing them on the GPU, so "
+                "two runs can pick different kernels; torch.use_deterministic_algorithms(True) turns "
+                "Inductor's deterministic mode on, which skips that tuning (pytorch/pytorch#165950).",
+                "Call keras_repro.enable_determinism() before the first fit, or compile with jit_compile=False.",
+            )
+        ]
+    return [
+        Finding(
+            "info",
+            "torch-compile",
+            "The model runs with torch.compile (jit_compile=True).",
+            "Inductor's generated kernels round differently from the eager ones (measured on CPU: "
+            "other weights after two epochs of an MLP, the same in two compiled runs): runs that "
+            "differ in jit_compile differ in the last bits.",
+            "Keep jit_compile the same in every run.",
         )
     ]

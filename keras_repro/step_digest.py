@@ -66,10 +66,11 @@ from keras_repro import _validate
 from keras_repro.data_fingerprint import accumulator_of
 from keras_repro.fingerprint import tracked_state
 
-__all__ = ["StepDigests", "StepsRead"]
+__all__ = ["StepDigests", "StepsRead", "peek_state", "restore_state"]
 
 _PRIME = 0x100000001B3
 _ATTRIBUTE = "_keras_repro_step_digests"
+_PENDING = "_keras_repro_step_digests_pending"
 _DEFAULT_CAPACITY = 4096
 _DIGESTED = ("weight", "other")  # the variable kinds of `tracked_state` each step's digest covers
 
@@ -125,8 +126,8 @@ class StepsRead:
     """The step digests written since the previous read.
 
     Attributes:
-        first: the index of the first listed step among the model's training
-            steps since the digests were installed or `reset`.
+        first: the position of the first listed step among the steps
+            written since installation (or since a restore from a backup).
         state: per step, the digest of the model's variables after it (16 hex digits).
         data: per step, the data digest after it (16 hex digits), or None
             per step without a data fingerprint.
@@ -138,6 +139,47 @@ class StepsRead:
     state: tuple[str, ...]
     data: tuple[str | None, ...]
     lost: int = 0
+
+
+class _Ring:
+    """The device buffer of one model's step digests, its step count, and how far the host has read."""
+
+    def __init__(self, tf, strategy, capacity: int) -> None:
+        self.capacity = capacity
+        self.read = 0  # steps (by count) the host has read
+        with strategy.scope():  # mirrored under a strategy: every replica writes it alike
+            self.buffer = tf.Variable(
+                tf.zeros([capacity, 2], tf.int64),
+                trainable=False,
+                name="keras_repro_step_digests",
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            )
+            self.count = tf.Variable(
+                0,
+                dtype=tf.int64,
+                trainable=False,
+                name="keras_repro_step_count",
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            )
+
+    def unread(self) -> tuple[int, list[list[int]]]:
+        """(the count of the first unread step still held, the unread rows held, in step order)."""
+        count = int(self.count.numpy())
+        rows = self.buffer.numpy()
+        start = max(self.read, count - self.capacity)
+        return start, [[int(v) for v in rows[i % self.capacity]] for i in range(start, count)]
+
+    def load(self, rows: list[list[int]]) -> None:
+        """Makes `rows` the unread steps (at a resume), dropping what was there."""
+        import tensorflow as tf
+
+        rows = rows[-self.capacity :]
+        values = np.zeros([self.capacity, 2], np.int64)
+        if rows:
+            values[: len(rows)] = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
+        self.buffer.assign(tf.constant(values))
+        self.count.assign(len(rows))
+        self.read = 0
 
 
 class StepDigests:
@@ -159,34 +201,24 @@ class StepDigests:
         self.model = model
         self.capacity = _validate.check_int("capacity", capacity, minimum=1)
         self.supported = _supported()
-        self._read = 0
+        self._ring: _Ring | None = None
         if not self.supported:
             return
         existing = getattr(model, _ATTRIBUTE, None)
         if existing is not None:
-            self._buffer, self._count, self.capacity = existing
-            self._read = int(self._count.numpy())
+            self._ring = existing
+            self.capacity = existing.capacity
             return
         import tensorflow as tf
 
         strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
-        with strategy.scope():
-            buffer = tf.Variable(
-                tf.zeros([self.capacity, 2], tf.int64),
-                trainable=False,
-                name="keras_repro_step_digests",
-                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
-            )
-            count = tf.Variable(
-                0,
-                dtype=tf.int64,
-                trainable=False,
-                name="keras_repro_step_count",
-                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
-            )
+        ring = _Ring(tf, strategy, self.capacity)
+        pending = getattr(model, _PENDING, None)
+        if pending is not None:  # restored from a backup before this was installed
+            ring.load(pending)
+            object.__setattr__(model, _PENDING, None)
         original = model.train_step
         cache: dict[int, np.ndarray] = {}
-        capacity = self.capacity
 
         def train_step(data):
             logs = original(data)
@@ -197,33 +229,48 @@ class StepDigests:
             accumulator = accumulator_of(model)
             data_digest = tf.constant(0, tf.int64) if accumulator is None else tf.convert_to_tensor(accumulator)
             row = tf.stack([digest, data_digest])
-            buffer.scatter_nd_update(tf.reshape(count % capacity, [1, 1]), tf.reshape(row, [1, 2]))
-            count.assign_add(1)
+            ring.buffer.scatter_nd_update(tf.reshape(ring.count % ring.capacity, [1, 1]), tf.reshape(row, [1, 2]))
+            ring.count.assign_add(1)
             return logs
 
-        object.__setattr__(model, _ATTRIBUTE, (buffer, count, self.capacity))
+        # Assigned around Keras' attribute tracking: the buffer is not part of
+        # the model's state, and the wrapper is not a layer.
+        object.__setattr__(model, _ATTRIBUTE, ring)
         object.__setattr__(model, "train_step", train_step)
         if getattr(model, "train_function", None) is not None:  # fit made it already
             model.make_train_function(force=True)
-        self._buffer, self._count = buffer, count
+        self._ring = ring
 
     def read(self) -> StepsRead | None:
         """The digests of the steps since the previous read (one read of the buffer); None if unsupported."""
-        if not self.supported:
+        if self._ring is None:
             return None
-        count = int(self._count.numpy())
-        rows = self._buffer.numpy()
-        start = max(self._read, count - self.capacity)
-        lost = start - self._read
-        indices = [i % self.capacity for i in range(start, count)]
-        state = tuple(f"{int(rows[i, 0]) % 2**64:016x}" for i in indices)
+        first, rows = self._ring.unread()
+        lost = first - self._ring.read
+        self._ring.read = first + len(rows)
         with_data = accumulator_of(self.model) is not None
-        data = tuple(f"{int(rows[i, 1]) % 2**64:016x}" if with_data else None for i in indices)
-        self._read = count
-        return StepsRead(start, state, data, lost)
+        state = tuple(f"{s % 2**64:016x}" for s, _ in rows)
+        data = tuple(f"{d % 2**64:016x}" if with_data else None for _, d in rows)
+        return StepsRead(first, state, data, lost)
 
-    def reset(self) -> None:
-        """Restarts the step count (at the start of a `fit`): later reads list steps from 0."""
-        if self.supported:
-            self._count.assign(0)
-            self._read = 0
+
+def peek_state(model: keras.Model) -> list[list[int]] | None:
+    """The step digests of `model` not read yet (None without step digests), left as they are.
+
+    `keras_repro.callbacks.ExactBackupAndRestore` saves them, so that a run
+    resumed from a backup lists the steps before it in its next record, as
+    the run that never stopped does.
+    """
+    ring = getattr(model, _ATTRIBUTE, None)
+    return None if ring is None else ring.unread()[1]
+
+
+def restore_state(model: keras.Model, rows: list[list[int]] | None) -> None:
+    """Makes the rows saved by `peek_state` the unread steps (applied on installation if not yet installed)."""
+    if rows is None:
+        return
+    ring = getattr(model, _ATTRIBUTE, None)
+    if ring is None:
+        object.__setattr__(model, _PENDING, [list(map(int, row)) for row in rows])
+    else:
+        ring.load(rows)

@@ -31,6 +31,7 @@ parser.add_argument("--save-freq", default="epoch")
 parser.add_argument("--kill-at", type=int)
 parser.add_argument("--kill-in-save", type=int)
 parser.add_argument("--mirrored", action="store_true")
+parser.add_argument("--steps", action="store_true", help="record per epoch, with step digests")
 args = parser.parse_args()
 scope = contextlib.nullcontext()
 if args.mirrored:
@@ -88,7 +89,9 @@ model.fit(
     shuffle=True,
     verbose=0,
     callbacks=[
-        kr.DeterminismCallback(trace=args.out / "trace.jsonl", every="batch", audit="off"),
+        kr.DeterminismCallback(
+            trace=args.out / "trace.jsonl", every="epoch" if args.steps else "batch", audit="off", steps=args.steps
+        ),
         kr.callbacks.ExactBackupAndRestore(args.out / "backup", save_freq=save_freq),
         KillAtStep(),
     ],

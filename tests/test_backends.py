@@ -142,3 +142,35 @@ def test_a_killed_run_resumes_bit_identical(backend, tmp_path):
         load_trace(tmp_path / "killed" / "trace.jsonl").records
         == load_trace(tmp_path / "straight" / "trace.jsonl").records
     )
+
+
+COMPILED = """
+import warnings
+import keras, numpy as np
+import keras_repro as kr
+warnings.simplefilter("ignore")
+kr.seed_everything(3)
+model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(1)])
+kr.seed_model(model, 3)
+model.compile("adam", "mse", jit_compile=JIT)
+x = np.random.default_rng(0).normal(size=(256, 16)).astype("float32")
+model.fit(x, x[:, :1] * 2, batch_size=32, epochs=2, verbose=0, shuffle=False)
+emit({"jit": bool(model.jit_compile), "fingerprint": kr.fingerprint(model),
+      "findings": [[f.code, f.severity] for f in kr.audit(model)]})
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b.values[0] == "torch"])
+def test_torch_compile_repeats_itself_and_differs_from_eager_as_the_audit_says(backend):
+    env = {"KERAS_BACKEND": backend}
+    eager, compiled, again = run_pythons(
+        [COMPILED.replace("JIT", "False"), COMPILED.replace("JIT", "True"), COMPILED.replace("JIT", "True")],
+        envs=[env] * 3,
+        timeout=500,
+    )
+    assert (eager["jit"], compiled["jit"]) == (False, True)
+    assert compiled["fingerprint"] == again["fingerprint"]  # two compiled runs agree
+    assert compiled["fingerprint"] != eager["fingerprint"]  # Inductor's kernels round otherwise
+    assert ["torch-compile", "info"] in compiled["findings"]  # on CPU; a warning on a GPU without determinism
+    assert "torch-compile" not in [code for code, _ in eager["findings"]]

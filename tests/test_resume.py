@@ -71,6 +71,32 @@ def test_killed_runs_resume_bit_identical_to_the_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.slow
+def test_killed_runs_with_step_digests_resume_to_the_same_trace(tmp_path):
+    # Recorded per epoch with step digests: the backup carries the steps not yet
+    # read, so the resumed run's epoch record lists every step of the epoch.
+    scenarios = {
+        name: [*SCENARIOS[name], "--steps"] for name in ("epoch_backups_kill_mid_epoch", "batch_backups_kill_mid_epoch")
+    }
+    straight = tmp_path / "straight"
+    first = {name: _start(tmp_path / name, *args) for name, args in scenarios.items()}
+    baseline = _start(straight, "--save-freq", "epoch", "--steps")
+    for proc in first.values():
+        _wait(proc, expect_killed=True)
+    resumed = {name: _start(tmp_path / name, *args) for name, args in scenarios.items()}
+    _wait(baseline, expect_killed=False)
+    for proc in resumed.values():
+        _wait(proc, expect_killed=False)
+    reference = kr.trace.load_trace(straight / "trace.jsonl")
+    listed = [len(r["steps"]["state"]) for r in reference.records if "steps" in r]
+    assert listed == [12, 12, 12, 12]
+    for name in scenarios:
+        out = tmp_path / name
+        assert (out / "killed").exists(), name
+        assert _final(out) == _final(straight), name
+        assert kr.trace.load_trace(out / "trace.jsonl").records == reference.records, name
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(
     keras_older_than(3, 8), reason="Keras < 3.8 cannot create a SeedGenerator under a tf.distribute strategy"
 )

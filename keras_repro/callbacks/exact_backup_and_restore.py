@@ -15,6 +15,7 @@ from keras_repro import _compat
 from keras_repro import _validate
 from keras_repro import _warnings
 from keras_repro import data_fingerprint
+from keras_repro import step_digest
 from keras_repro.callbacks.backup_file import BACKUP_FORMAT
 from keras_repro.callbacks.backup_file import BACKUP_VERSION
 from keras_repro.callbacks.backup_file import build_optimizers
@@ -170,7 +171,6 @@ class ExactBackupAndRestore(keras.callbacks.Callback):
             warnings.simplefilter("always")
             model.load_weights(path)
         set_model_rng_state(model, document["rng"])
-        data_fingerprint.restore_state(model, document["data_digest"])
         try:
             verify_restored(model, document["variables"], path, "; ".join(str(w.message) for w in said))
         except ValueError:
@@ -178,6 +178,8 @@ class ExactBackupAndRestore(keras.callbacks.Callback):
                 variable.assign(before[p])
             set_model_rng_state(model, rng_before)
             raise
+        data_fingerprint.restore_state(model, document["data_digest"])
+        step_digest.restore_state(model, document.get("step_digests"))  # absent from older backups
         for w in said:  # Keras' own warnings about the loading, as it gave them
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
@@ -266,6 +268,7 @@ class ExactBackupAndRestore(keras.callbacks.Callback):
             "optimizers": optimizer_references(model),
             "variables": details.variables,
             "data_digest": data_fingerprint.peek_state(model),
+            "step_digests": step_digest.peek_state(model),
         }
         if self._publisher is None:
             self._publisher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="keras_repro-backup")
