@@ -229,8 +229,11 @@ class StepDigests:
             accumulator = accumulator_of(model)
             data_digest = tf.constant(0, tf.int64) if accumulator is None else tf.convert_to_tensor(accumulator)
             row = tf.stack([digest, data_digest])
-            ring.buffer.scatter_nd_update(tf.reshape(ring.count % ring.capacity, [1, 1]), tf.reshape(row, [1, 2]))
-            ring.count.assign_add(1)
+            # assign, not a scatter or assign_add: a mirrored variable takes only
+            # assign in a replica context (ONLY_FIRST_REPLICA: replicas write alike).
+            slot = tf.reshape(ring.count % ring.capacity, [1, 1])
+            ring.buffer.assign(tf.tensor_scatter_nd_update(ring.buffer, slot, tf.reshape(row, [1, 2])))
+            ring.count.assign(ring.count + 1)
             return logs
 
         # Assigned around Keras' attribute tracking: the buffer is not part of

@@ -86,7 +86,7 @@ def masks(batch):
 batches = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(tf.ones((8, 16))))
 shards = [t.numpy() != 0 for t in strategy.experimental_local_results(masks(next(iter(batches))))]
 model.fit(x, y, batch_size=16, epochs=3, shuffle=SHUFFLE, verbose=0,
-          callbacks=[kr.DeterminismCallback(TRACE, every="batch")])
+          callbacks=[kr.DeterminismCallback(TRACE, every="batch", steps=True)])
 emit({"weights": weights, "same_mask": bool(np.array_equal(shards[0], shards[1])),
       "replicas": strategy.num_replicas_in_sync})
 """
@@ -129,6 +129,8 @@ def test_a_mirrored_run_repeats_bit_for_bit_in_another_process(mirrored_runs):
     records = load_trace(trace1).records
     assert [r["type"] for r in records].count("batch") == 3 * 4
     assert all(r["data"] is not None for r in records if r["type"] == "batch")  # the data is covered
+    # Step digests work under the strategy too: one step per batch record, numbered by step.
+    assert [r["steps"]["first"] for r in records if r["type"] == "batch"] == list(range(1, 13))
     assert len({r["fingerprint"] for r in records}) > 10  # it trained: every record differs
 
 
@@ -145,7 +147,7 @@ def test_a_change_in_either_replicas_shard_is_a_data_divergence(mirrored_runs, r
     _, traces = mirrored_runs
     divergence = diff_traces(traces["plain"], traces[f"row{row}"]).divergence
     assert divergence is not None and divergence.kind == "data", divergence
-    assert (divergence.epoch, divergence.batch) == (0, 0)
+    assert (divergence.epoch, divergence.step, divergence.step_exact) == (0, 1, True)
 
 
 DESYNC = (
