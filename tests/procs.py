@@ -35,12 +35,12 @@ _SCRUBBED = ("KERAS_REPRO_SEED", "PYTHONHASHSEED", "TF_DETERMINISTIC_OPS")
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for a child: quiet TF, TF backend, no inherited seeds."""
+    """The environment for a child: quiet TF, the test run's backend (TensorFlow by default), no inherited seeds."""
     env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED and not k.startswith("KERAS_REPRO_")}
     env.update(
         {
             "TF_CPP_MIN_LOG_LEVEL": "3",
-            "KERAS_BACKEND": "tensorflow",
+            "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow"),
             "PYTHONWARNINGS": "ignore::DeprecationWarning",
         }
     )

@@ -82,6 +82,7 @@ def test_a_seeded_model_seeds_the_global_streams_itself(clean_process, no_seeds)
     assert only(kr.audit(unseeded), "root-seed-unset").severity == "error"
 
 
+@pytest.mark.tensorflow_only("TF op determinism and XLA interplay, with TF's GPU list patched")
 def test_op_determinism_off_is_an_error_with_a_gpu(clean_process, monkeypatch):
     monkeypatch.setattr(aud, "determinism_enabled", lambda: False)
     assert only(kr.audit(), "op-determinism-off").severity == "warning"
@@ -198,6 +199,7 @@ def test_py_dataset_with_workers(clean_process):
     assert kr.audit(data=Batches()) == []
 
 
+@pytest.mark.tensorflow_only("TF op determinism and XLA interplay, with TF's GPU list patched")
 def test_gpu_layers_without_a_deterministic_kernel(clean_process, monkeypatch):
     model = keras.Sequential(
         [
@@ -212,6 +214,7 @@ def test_gpu_layers_without_a_deterministic_kernel(clean_process, monkeypatch):
     assert finding.subject == "shrink" and "ResizeNearestNeighborGrad" in finding.why
 
 
+@pytest.mark.tensorflow_only("TF op determinism and XLA interplay, with TF's GPU list patched")
 def test_jit_compile_interplay(clean_process, monkeypatch):
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, kernel_initializer="zeros")])
     model.compile("sgd", "mse", jit_compile=True)
@@ -299,6 +302,7 @@ def test_a_generator_seeded_from_a_recorded_seeding_is_only_info(monkeypatch):
     }
 
 
+@pytest.mark.tensorflow_only("Keras shuffles arrays with tf.random on the TF backend")
 def test_an_unseeded_keras_array_shuffle_is_reported(no_seeds):
     x = np.zeros((8, 2), "float32")
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])

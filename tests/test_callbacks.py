@@ -340,7 +340,8 @@ def test_batch_and_every_n_recording(tmp_path):
     assert keys == [("fit_begin", None, None)] + [("batch", e, b) for e in (0, 1) for b in range(5)] + [
         ("fit_end", 1, None)
     ]
-    assert "optimizer/hidden/kernel/momentum" not in dict(records[0]["variables"])
+    if keras.backend.backend() == "tensorflow":  # other backends build the slots before training
+        assert "optimizer/hidden/kernel/momentum" not in dict(records[0]["variables"])
     assert [p for p, _ in records[1]["variables"]] == [p for p, _ in records[-1]["variables"]]
     assert "optimizer/hidden/kernel/momentum" in dict(records[1]["variables"])
     path = tmp_path / "every2.jsonl"

@@ -98,6 +98,7 @@ def trained_gan():
     return gan, callback.records
 
 
+@pytest.mark.tensorflow_only("the GAN's train_step uses tf.GradientTape, as the keras-io DCGAN does")
 def test_gan_optimizers_are_found_by_their_attributes(trained_gan):
     gan, _ = trained_gan
     optimizers = kr.paths.optimizer_paths(gan)
@@ -113,6 +114,7 @@ def test_gan_optimizers_are_found_by_their_attributes(trained_gan):
     assert not any(path.startswith("unlisted/") for path in state.variables)
 
 
+@pytest.mark.tensorflow_only("the GAN's train_step uses tf.GradientTape, as the keras-io DCGAN does")
 @pytest.mark.parametrize(
     "path",
     [
@@ -138,6 +140,7 @@ def test_gan_fingerprint_changes_with_one_ulp_of_either_optimizer(trained_gan, p
     assert fingerprint_details(gan).digest == before.digest
 
 
+@pytest.mark.tensorflow_only("the GAN's train_step uses tf.GradientTape, as the keras-io DCGAN does")
 def test_gan_trace_step_is_the_training_step_of_both_optimizers(trained_gan):
     gan, records = trained_gan
     assert int(gan.optimizer.iterations.numpy()) == 0  # compile()'s default, never used
@@ -150,6 +153,7 @@ def test_gan_trace_step_is_the_training_step_of_both_optimizers(trained_gan):
     assert all(r["data"] is not None for r in batches)  # the custom train_step's batches are fingerprinted
 
 
+@pytest.mark.tensorflow_only("the GAN's train_step uses tf.GradientTape, as the keras-io DCGAN does")
 @pytest.mark.slow
 def test_gan_killed_in_epoch_2_resumes_bit_identical(tmp_path):
     straight, resumed, straight_trace, resumed_trace = _kill_and_resume(tmp_path, "gan", "epoch")
@@ -205,6 +209,7 @@ def gan_backup(tmp_path_factory):
     ],
     ids=["sgd", "adam_amsgrad"],
 )
+@pytest.mark.tensorflow_only("the GAN's train_step uses tf.GradientTape, as the keras-io DCGAN does")
 def test_gan_backup_for_another_d_optimizer_is_refused_and_the_model_left_as_it_was(gan_backup, d_optimizer, named):
     backup = gan_backup / "backup.weights.h5"
     on_disk = backup.read_bytes()

@@ -44,6 +44,8 @@ CHILD = """
 import os, warnings
 import numpy as np, keras, tensorflow as tf, keras_repro as kr
 
+pytestmark = pytest.mark.tensorflow_only("the data fingerprint is computed in TF's train step")
+
 warnings.simplefilter("ignore")
 tf.random.set_seed(int(os.environ["SHUFFLE_SEED"]))  # only the shuffle depends on it
 init = lambda k: keras.initializers.GlorotUniform(seed=k)

@@ -23,6 +23,7 @@ def op_determinism_restored():
         tf_config.disable_op_determinism()
 
 
+@pytest.mark.tensorflow_only("TF op determinism")
 def test_enable_determinism_turns_on_tf_op_determinism(op_determinism_restored):
     tf_config.disable_op_determinism()
     assert not kr.determinism_enabled()
@@ -38,6 +39,7 @@ def test_enable_determinism_warns_when_tf_random_ops_will_raise(op_determinism_r
             kr.enable_determinism()
 
 
+@pytest.mark.tensorflow_only("TF op determinism")
 def test_determinism_enabled_says_so_when_tf_moves_its_private_query(monkeypatch):
     # No silent guess from TF_DETERMINISTIC_OPS: the installed versions are named.
     from keras_repro._compat import UnsupportedVersionError

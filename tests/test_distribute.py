@@ -26,6 +26,7 @@ needs_keras_38 = pytest.mark.skipif(
 )
 
 
+@pytest.mark.tensorflow_only("replica keying is for tf.distribute; elsewhere key_by_replica leaves the generator alone")
 def test_outside_a_strategy_a_keyed_generator_draws_what_an_unkeyed_one_draws():
     import keras
 

@@ -17,6 +17,8 @@ from keras_repro.locate import locate
 from keras_repro.locate import read_probe
 from keras_repro.trace import load_trace
 
+pytestmark = pytest.mark.tensorflow_only("locate probes a TF train step")
+
 SCRIPTS = Path(__file__).resolve().parent / "locate_scripts"
 
 

@@ -23,7 +23,7 @@ from keras_repro.trace import diff_traces
 from keras_repro.trace import load_trace
 from tests.procs import run_pythons
 
-pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="step digests are TF-only")
+pytestmark = pytest.mark.tensorflow_only("step digests are computed in TF's train step")
 
 MASK = 2**64 - 1
 

@@ -645,6 +645,7 @@ def test_process_pool_results_are_bit_identical_to_in_process(workers_can_import
     assert plain.metrics == here.metrics
 
 
+@pytest.mark.tensorflow_only("TensorFlow's thread counts are read back in the workers")
 def test_process_pool_workers_get_their_share_of_the_cores(workers_can_import_tests):
     with process_pool(1, threads_per_worker=1) as pool:
         chosen = quiet_sweep(sweep_fns.thread_counts, [1], executor=pool)
