@@ -14,6 +14,8 @@ import keras_repro as kr
 from keras_repro import data_fingerprint
 from tests.procs import run_pythons
 
+pytestmark = pytest.mark.tensorflow_only("the data fingerprint is computed in TF's train step")
+
 
 def digest(*leaves):
     return int(data_fingerprint._batch_digest(tf, tuple(tf.constant(v) for v in leaves)).numpy())
@@ -43,8 +45,6 @@ def test_the_digest_sees_one_bit_a_swap_and_every_dtype():
 CHILD = """
 import os, warnings
 import numpy as np, keras, tensorflow as tf, keras_repro as kr
-
-pytestmark = pytest.mark.tensorflow_only("the data fingerprint is computed in TF's train step")
 
 warnings.simplefilter("ignore")
 tf.random.set_seed(int(os.environ["SHUFFLE_SEED"]))  # only the shuffle depends on it
