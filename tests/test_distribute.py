@@ -114,6 +114,7 @@ def mirrored_runs(tmp_path_factory):
     return results, traces
 
 
+@pytest.mark.tensorflow_only("tf.distribute.MirroredStrategy")
 @needs_keras_38
 def test_replicas_draw_their_own_dropout_masks(mirrored_runs):
     (run1, run2, *_), _ = mirrored_runs
@@ -121,6 +122,7 @@ def test_replicas_draw_their_own_dropout_masks(mirrored_runs):
     assert run1["same_mask"] is False and run2["same_mask"] is False
 
 
+@pytest.mark.tensorflow_only("tf.distribute.MirroredStrategy")
 @needs_keras_38
 def test_a_mirrored_run_repeats_bit_for_bit_in_another_process(mirrored_runs):
     _, traces = mirrored_runs
@@ -135,12 +137,14 @@ def test_a_mirrored_run_repeats_bit_for_bit_in_another_process(mirrored_runs):
     assert len({r["fingerprint"] for r in records}) > 10  # it trained: every record differs
 
 
+@pytest.mark.tensorflow_only("tf.distribute.MirroredStrategy")
 @needs_keras_38
 def test_initial_weights_under_the_strategy_are_the_single_device_ones(mirrored_runs):
     (run1, *_, single), _ = mirrored_runs
     assert run1["weights"] == single["weights"]
 
 
+@pytest.mark.tensorflow_only("tf.distribute.MirroredStrategy")
 @needs_keras_38
 @pytest.mark.parametrize("row", [1, 9])
 def test_a_change_in_either_replicas_shard_is_a_data_divergence(mirrored_runs, row):
@@ -175,6 +179,7 @@ else:
 )
 
 
+@pytest.mark.tensorflow_only("tf.distribute.MirroredStrategy")
 @needs_keras_38
 def test_a_replica_that_drifts_from_replica_0_is_a_divergence(tmp_path):
     (found,) = run_pythons([f"TRACE = {str(tmp_path / 't.jsonl')!r}\n" + DESYNC], envs=[child_env()])

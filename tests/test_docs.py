@@ -249,6 +249,7 @@ def test_python_blocks_compile(page):
             pytest.fail(f"the block at {block.where} is not valid Python: {error}", pytrace=False)
 
 
+@pytest.mark.tensorflow_only("the pages' examples are written for TensorFlow")
 @pytest.mark.parametrize("page", PAGES_WITH_CODE, ids=lambda p: str(p.relative_to(ROOT)))
 def test_python_blocks_run(page, tmp_path):
     needs = NEWER_KERAS_PAGES.get(str(page.relative_to(ROOT)))

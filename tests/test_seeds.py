@@ -134,7 +134,7 @@ def draws():
         "tf_op": float(tf.random.uniform(())),
         "tf_generator": float(tf.random.get_global_generator().uniform(())),
         "keras": float(keras.random.uniform(())),
-        "keras_initializer": keras.initializers.GlorotUniform()((2, 2)).numpy().tolist(),
+        "keras_initializer": keras.ops.convert_to_numpy(keras.initializers.GlorotUniform()((2, 2))).tolist(),
     }
 """
 

@@ -43,6 +43,10 @@ import keras_repro as kr
 from keras_repro import paths
 from procs import run_python
 
+pytestmark = pytest.mark.tensorflow_only(
+    "the pinned digests are TensorFlow's; other backends draw other initial weights (tests/test_backends.py)"
+)
+
 TESTS_DIR = str(Path(__file__).resolve().parent)
 SEED = 1234
 
