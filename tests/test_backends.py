@@ -65,7 +65,8 @@ emit({"backend": keras.backend.backend(), "initial": initial})
 def runs(request, tmp_path_factory):
     backend = {"KERAS_BACKEND": request.param}
     folder = tmp_path_factory.mktemp(request.param)
-    plan = {"run1": (backend, False), "run2": (backend, False), "nudged": (backend, True), "tf": ({"KERAS_BACKEND": "tensorflow"}, False)}
+    tensorflow = {"KERAS_BACKEND": "tensorflow"}
+    plan = {"run1": (backend, False), "run2": (backend, False), "nudged": (backend, True), "tf": (tensorflow, False)}
     codes = [
         f"TRACE = {str(folder / name) + '.jsonl'!r}; NUDGE = {nudge}\n" + TRAIN for name, (_, nudge) in plan.items()
     ]

@@ -19,6 +19,9 @@ import keras_repro as kr
 from keras_repro import paths
 from procs import run_python
 
+# The model of the shared runs calls keras.random without a seed inside call(): JAX refuses that while tracing.
+UNSEEDED_CALL_TF_ONLY = pytest.mark.tensorflow_only("an unseeded keras.random call inside call(), which JAX refuses")
+
 L = keras.layers
 
 CHILD = r'''
@@ -173,7 +176,7 @@ def two_runs(tmp_path_factory):
     return first, second
 
 
-@pytest.mark.tensorflow_only("its model calls keras.random without a seed inside call(), which JAX refuses while tracing")
+@UNSEEDED_CALL_TF_ONLY
 def test_initial_weights_are_identical_across_processes_whatever_ran_before(two_runs):
     first, second = two_runs
     assert set(first["init"]) == {"conv", "seq", "net"}  # "plain" is built by fit
@@ -191,7 +194,7 @@ def test_initial_weights_are_identical_across_processes_whatever_ran_before(two_
     assert {"conv2d#0/kernel", "batch_normalization#0/gamma"} <= set(first["init"]["conv"])
 
 
-@pytest.mark.tensorflow_only("its model calls keras.random without a seed inside call(), which JAX refuses while tracing")
+@UNSEEDED_CALL_TF_ONLY
 def test_training_with_dropout_noise_and_shuffle_is_identical_across_processes(two_runs):
     first, second = two_runs
     assert set(first["fit"]) == {"conv", "seq", "net", "plain", "net_fit"}
@@ -202,19 +205,19 @@ def test_training_with_dropout_noise_and_shuffle_is_identical_across_processes(t
     assert first["gens"]["conv"]["gaussian_noise#0/seed_generator"][1] == 10
 
 
-@pytest.mark.tensorflow_only("its model calls keras.random without a seed inside call(), which JAX refuses while tracing")
+@UNSEEDED_CALL_TF_ONLY
 def test_building_twice_in_one_process_gives_identical_weights(two_runs):
     first, second = two_runs
     assert first["twice_identical"] is True and second["twice_identical"] is True
 
 
-@pytest.mark.tensorflow_only("its model calls keras.random without a seed inside call(), which JAX refuses while tracing")
+@UNSEEDED_CALL_TF_ONLY
 def test_subclassed_model_built_by_fit_equals_one_built_by_a_call(two_runs):
     first, _ = two_runs
     assert first["fit"]["net_fit"] == first["fit"]["net"]
 
 
-@pytest.mark.tensorflow_only("its model calls keras.random without a seed inside call(), which JAX refuses while tracing")
+@UNSEEDED_CALL_TF_ONLY
 def test_explicit_names_keep_weights_when_other_layers_are_inserted_removed_or_reordered(two_runs):
     first, second = two_runs
     base, variant = first["variant"], second["variant"]
@@ -223,7 +226,7 @@ def test_explicit_names_keep_weights_when_other_layers_are_inserted_removed_or_r
         assert base[path] == variant[path], path
 
 
-@pytest.mark.tensorflow_only("its model calls keras.random without a seed inside call(), which JAX refuses while tracing")
+@UNSEEDED_CALL_TF_ONLY
 def test_save_then_load_in_another_process_gives_same_seed_and_weights(two_runs):
     first, second = two_runs
     for name, cls in (("conv", "SeededFunctional"), ("seq", "SeededFunctional"), ("net", "Net")):
@@ -232,13 +235,13 @@ def test_save_then_load_in_another_process_gives_same_seed_and_weights(two_runs)
         assert loaded["weights"] == first["fit"][name]
 
 
-@pytest.mark.tensorflow_only("its model calls keras.random without a seed inside call(), which JAX refuses while tracing")
+@UNSEEDED_CALL_TF_ONLY
 def test_resumed_fit_in_another_process_equals_uninterrupted_fit(two_runs):
     first, second = two_runs
     assert second["resumed"] == first["resume_straight"] == second["resume_straight"]
 
 
-@pytest.mark.tensorflow_only("its model calls keras.random without a seed inside call(), which JAX refuses while tracing")
+@UNSEEDED_CALL_TF_ONLY
 def test_epoch_permutation_is_the_same_in_both_processes_and_here(two_runs):
     first, second = two_runs
     here = [kr.epoch_permutation(42, e, 37).tolist() for e in range(3)]
@@ -246,7 +249,7 @@ def test_epoch_permutation_is_the_same_in_both_processes_and_here(two_runs):
     assert here[0] != here[1] != here[2]
 
 
-@pytest.mark.tensorflow_only("its model calls keras.random without a seed inside call(), which JAX refuses while tracing")
+@UNSEEDED_CALL_TF_ONLY
 def test_random_weights_sharing_a_shape_are_distinct(two_runs):
     first, _ = two_runs
     for name, weights in first["init"].items():
