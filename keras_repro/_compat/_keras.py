@@ -103,7 +103,9 @@ def in_stateless_scope() -> bool:
 #: state), not parts of their own. A walk over a layer's attributes skips
 #: them, and TF's ``_self_*`` attributes (see
 #: `is_layer_bookkeeping_attribute`). ``optimizer`` is there because an
-#: optimizer is not a layer part (see ``paths.optimizer_paths``).
+#: optimizer is not a layer part (see ``paths.optimizer_paths``); ``_modules``,
+#: ``_parameters`` and ``_buffers`` are torch.nn.Module's registries on the
+#: torch backend.
 LAYER_BOOKKEEPING_ATTRIBUTES = frozenset(
     {
         "_layers",
@@ -125,6 +127,11 @@ LAYER_BOOKKEEPING_ATTRIBUTES = frozenset(
         "_loss_tracker",
         "optimizer",
         "_optimizer",
+        # On the torch backend every layer is a torch.nn.Module too: these
+        # are the module's registries of its children, parameters and buffers.
+        "_modules",
+        "_parameters",
+        "_buffers",
     }
 )
 
