@@ -79,7 +79,7 @@ def _is_layer(value: Any) -> bool:
 
 def _attribute_children(layer: keras.layers.Layer) -> Iterator[tuple[str, Any]]:
     """(segment, value) for layers and seed generators held in attributes."""
-    for attribute, value in vars(layer).items():
+    for attribute, value in _compat.layer_attributes(layer).items():
         if _compat.is_layer_bookkeeping_attribute(attribute):
             continue
         if _is_layer(value) or isinstance(value, keras.random.SeedGenerator):

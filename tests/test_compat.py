@@ -290,7 +290,7 @@ def _private_parts(model):
         if id(layer) in seen:
             continue
         seen.add(id(layer))
-        for attribute, value in vars(layer).items():
+        for attribute, value in _compat.layer_attributes(layer).items():
             if attribute.startswith("_self_"):
                 continue
             if attribute.startswith("_") and type(layer).__module__.startswith("keras.") and _holds_part(value):

@@ -35,6 +35,7 @@ __all__ = [
     "installed_versions",
     "is_keras_variable",
     "is_layer_bookkeeping_attribute",
+    "layer_attributes",
     "keras_global_seed_generator",
     "keras_random_seed",
     "layer_bookkeeping_attributes",
@@ -125,6 +126,7 @@ from keras_repro._compat._keras import is_keras_variable  # noqa: E402
 from keras_repro._compat._keras import is_layer_bookkeeping_attribute  # noqa: E402
 from keras_repro._compat._keras import keras_global_seed_generator  # noqa: E402
 from keras_repro._compat._keras import keras_random_seed  # noqa: E402
+from keras_repro._compat._keras import layer_attributes  # noqa: E402
 from keras_repro._compat._keras import layer_bookkeeping_attributes  # noqa: E402
 from keras_repro._compat._keras import layer_own_variables  # noqa: E402
 from keras_repro._compat._keras import layer_seed_generators  # noqa: E402

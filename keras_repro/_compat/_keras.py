@@ -156,6 +156,25 @@ def layer_bookkeeping_attributes() -> frozenset[str]:
     return LAYER_BOOKKEEPING_ATTRIBUTES
 
 
+def layer_attributes(layer: Any) -> dict[str, Any]:
+    """A layer's own attributes by name: ``vars(layer)``, with its sub-modules on the torch backend.
+
+    On the torch backend a Keras layer is also a ``torch.nn.Module``, whose
+    ``__setattr__`` keeps a sub-layer assigned to an attribute in the
+    module's ``_modules`` registry instead of the instance dict; its entries
+    are listed here under their attribute names (the registry itself is
+    bookkeeping, `is_layer_bookkeeping_attribute`). Checked on Keras
+    3.15.1 with torch 2.13 (the other backends keep sub-layers in the
+    instance dict).
+    """
+    attributes = dict(vars(layer))
+    modules = attributes.get("_modules")
+    if isinstance(modules, dict):
+        for name, value in modules.items():
+            attributes.setdefault(name, value)
+    return attributes
+
+
 def is_layer_bookkeeping_attribute(name: str) -> bool:
     """Whether the layer attribute `name` is bookkeeping (see `layer_bookkeeping_attributes`).
 
