@@ -240,6 +240,9 @@ def _reader(variable: Any) -> Callable[[], Any]:
         dtype = value.dtype
         return lambda: tf.raw_ops.ReadVariableOp(resource=handle, dtype=dtype)
     if isinstance(variable, keras.Variable):
+        if callable(getattr(value, "detach", None)):
+            # A torch parameter: detached, NumPy views its CPU buffer without a copy.
+            return lambda: variable.value.detach()
         return lambda: variable.value
     return lambda: variable
 
