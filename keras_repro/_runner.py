@@ -177,10 +177,17 @@ def _main(argv: Sequence[str]) -> None:
     for name in (_TRACE_ENV, _EVERY_ENV):
         if name not in os.environ:
             sys.exit(f"{name} is not set: this runner is started by `keras-repro check`.")
+    deterministic = os.environ.get(_DETERMINISTIC_ENV) == "1"
+    if deterministic:
+        # Switches that are no environment variable (torch's) are on from the
+        # start too, so the audit before the first fit sees them on.
+        from keras_repro.determinism import enable_determinism
+
+        enable_determinism()
     _instrument(
         os.environ[_TRACE_ENV],
         _validate.check_every(os.environ[_EVERY_ENV], name=_EVERY_ENV),
-        deterministic=os.environ.get(_DETERMINISTIC_ENV) == "1",
+        deterministic=deterministic,
     )
     probe = None
     if os.environ.get(_PROBE_ENV):

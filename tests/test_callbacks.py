@@ -125,7 +125,10 @@ def test_two_processes_write_identical_traces(runs):
         ("fit_end", 1, 3),
     ]
     epochs = [dict(r["variables"]) for r in a.records if r["type"] == "epoch"]
-    for key in ("hidden/kernel", "dropout#0/seed_generator", "optimizer/iterations"):
+    moving = ["hidden/kernel", "optimizer/iterations"]
+    if keras.backend.backend() != "torch":  # on torch an unseeded Dropout draws from torch's generator instead
+        moving.append("dropout#0/seed_generator")
+    for key in moving:
         assert len({e[key] for e in epochs}) == len(epochs), key
     assert [r["step"] for r in a.records if r["type"] == "epoch"] == [4, 8, 12, 16]
     # JAX's switch is an XLA flag that must be set before the process starts: the callback cannot.
@@ -156,6 +159,11 @@ def test_a_global_stream_nothing_drew_from_is_a_note_not_a_mismatch(perturbed_ru
     assert perturbed_runs["b"]["notes"] == []
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() == "torch",
+    reason="on torch an unseeded Dropout draws its masks from torch's global generator, not from its "
+    "SeedGenerator (keras/src/backend/torch/random.py, dropout): moving Python's random changes no mask",
+)
 def test_unseeded_dropout_drawing_another_seed_is_caught_where_its_masks_change_the_weights(perturbed_runs):
     # The Dropout seed differs from the start, but only a draw from it makes
     # it matter: the first epoch's weights differ, and the report connects the two.
