@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import keras
 
-__all__ = ["DataFingerprint", "accumulator_of", "peek_state", "restore_state"]
+__all__ = ["DataFingerprint", "accumulator_of", "install_train_step", "peek_state", "restore_state"]
 
 _MIX = 0x9E3779B97F4A7C15 - 2**64  # as a signed int64
 _PRIME = 0x100000001B3
@@ -141,12 +141,7 @@ class DataFingerprint:
             accumulator.assign(accumulator * _PRIME + _global_digest(tf, _batch_digest(tf, data)))
             return original(data)
 
-        object.__setattr__(model, _ATTRIBUTE, accumulator)
-        # Assigned around Keras' attribute tracking: the accumulator is not
-        # part of the model's state, and the wrapper is not a layer.
-        object.__setattr__(model, "train_step", train_step)
-        if getattr(model, "train_function", None) is not None:  # fit made it already
-            model.make_train_function(force=True)
+        install_train_step(model, _ATTRIBUTE, accumulator, train_step)
         self._accumulator = accumulator
 
     def read(self) -> str | None:
@@ -166,6 +161,18 @@ class DataFingerprint:
         """Restarts the digest (at the start of a `fit`)."""
         if self._accumulator is not None:
             self._accumulator.assign(0)
+
+
+def install_train_step(model: keras.Model, attribute: str, state, train_step) -> None:
+    """Makes `train_step` the model's train step, keeping `state` in `attribute`; rebuilds the train function.
+
+    Both are assigned around Keras' attribute tracking: the state is not
+    part of the model's training state, and the wrapper is not a layer.
+    """
+    object.__setattr__(model, attribute, state)
+    object.__setattr__(model, "train_step", train_step)
+    if getattr(model, "train_function", None) is not None:  # fit made it already
+        model.make_train_function(force=True)
 
 
 def accumulator_of(model: keras.Model):

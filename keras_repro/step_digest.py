@@ -64,6 +64,7 @@ import numpy as np
 
 from keras_repro import _validate
 from keras_repro.data_fingerprint import accumulator_of
+from keras_repro.data_fingerprint import install_train_step
 from keras_repro.fingerprint import tracked_state
 
 __all__ = ["StepDigests", "StepsRead", "peek_state", "restore_state"]
@@ -236,12 +237,7 @@ class StepDigests:
             ring.count.assign(ring.count + 1)
             return logs
 
-        # Assigned around Keras' attribute tracking: the buffer is not part of
-        # the model's state, and the wrapper is not a layer.
-        object.__setattr__(model, _ATTRIBUTE, ring)
-        object.__setattr__(model, "train_step", train_step)
-        if getattr(model, "train_function", None) is not None:  # fit made it already
-            model.make_train_function(force=True)
+        install_train_step(model, _ATTRIBUTE, ring, train_step)
         self._ring = ring
 
     def read(self) -> StepsRead | None:

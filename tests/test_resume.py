@@ -47,17 +47,23 @@ SCENARIOS = {
 }
 
 
-@pytest.mark.slow
-def test_killed_runs_resume_bit_identical_to_the_uninterrupted_run(tmp_path):
+def _kill_then_resume(tmp_path: Path, scenarios: dict, *flags: str) -> Path:
+    """Runs each scenario until its kill, and the uninterrupted run, then resumes each; returns the latter's folder."""
     straight = tmp_path / "straight"
-    first = {name: _start(tmp_path / name, *args) for name, args in SCENARIOS.items()}
-    baseline = _start(straight, "--save-freq", "epoch")
+    first = {name: _start(tmp_path / name, *args) for name, args in scenarios.items()}
+    baseline = _start(straight, "--save-freq", "epoch", *flags)
     for proc in first.values():
         _wait(proc, expect_killed=True)
-    resumed = {name: _start(tmp_path / name, *args) for name, args in SCENARIOS.items()}
+    resumed = {name: _start(tmp_path / name, *args) for name, args in scenarios.items()}
     _wait(baseline, expect_killed=False)
     for proc in resumed.values():
         _wait(proc, expect_killed=False)
+    return straight
+
+
+@pytest.mark.slow
+def test_killed_runs_resume_bit_identical_to_the_uninterrupted_run(tmp_path):
+    straight = _kill_then_resume(tmp_path, SCENARIOS)
 
     reference = kr.trace.load_trace(straight / "trace.jsonl")
     assert len(reference.records) == 1 + 4 * 12 + 1  # fit_begin, every batch, fit_end
@@ -77,15 +83,7 @@ def test_killed_runs_with_step_digests_resume_to_the_same_trace(tmp_path):
     scenarios = {
         name: [*SCENARIOS[name], "--steps"] for name in ("epoch_backups_kill_mid_epoch", "batch_backups_kill_mid_epoch")
     }
-    straight = tmp_path / "straight"
-    first = {name: _start(tmp_path / name, *args) for name, args in scenarios.items()}
-    baseline = _start(straight, "--save-freq", "epoch", "--steps")
-    for proc in first.values():
-        _wait(proc, expect_killed=True)
-    resumed = {name: _start(tmp_path / name, *args) for name, args in scenarios.items()}
-    _wait(baseline, expect_killed=False)
-    for proc in resumed.values():
-        _wait(proc, expect_killed=False)
+    straight = _kill_then_resume(tmp_path, scenarios, "--steps")
     reference = kr.trace.load_trace(straight / "trace.jsonl")
     listed = [len(r["steps"]["state"]) for r in reference.records if "steps" in r]
     assert listed == [12, 12, 12, 12]
