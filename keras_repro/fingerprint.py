@@ -67,6 +67,7 @@ __all__ = [
     "fingerprint_rng",
     "fingerprint_rng_streams",
     "fingerprint_variables",
+    "to_numpy",
     "tracked_state",
     "tracked_variables",
     "training_step",
@@ -247,7 +248,8 @@ def _reader(variable: Any) -> Callable[[], Any]:
     return lambda: variable
 
 
-def _to_numpy(value: Any) -> np.ndarray:
+def to_numpy(value: Any) -> np.ndarray:
+    """`value` (a backend tensor, NumPy array or scalar) as a NumPy array, without a copy where NumPy can view it."""
     try:
         array = np.asarray(value)
     except (TypeError, RuntimeError, ValueError):  # e.g. a torch tensor that requires grad
@@ -363,7 +365,7 @@ class Fingerprinter:
         summarized: dict[str, list | None] | None = {} if summaries else None
         iterations = None
         for path, read, dtype in self._plan:
-            array = _to_numpy(read())
+            array = to_numpy(read())
             key = (dtype or array.dtype.name, array.shape)
             formats = self._formats.get(key)
             if formats is None:

@@ -100,10 +100,8 @@ def _words(tf, value):
         dtype = value.dtype
     if dtype == tf.bool:
         value = tf.cast(value, tf.uint8)
-    elif dtype.size == 8:
-        value = tf.bitcast(value, tf.uint32)  # one more axis of 2
-    elif dtype.size == 4:
-        value = tf.bitcast(value, tf.uint32)
+    elif dtype.size in (4, 8):
+        value = tf.bitcast(value, tf.uint32)  # 8-byte values: one more axis of 2
     elif dtype.size == 2:
         value = tf.bitcast(value, tf.uint16)
     return tf.reshape(tf.cast(value, tf.int64), [-1])
@@ -172,13 +170,11 @@ class _Ring:
 
     def load(self, rows: list[list[int]]) -> None:
         """Makes `rows` the unread steps (at a resume), dropping what was there."""
-        import tensorflow as tf
-
         rows = rows[-self.capacity :]
         values = np.zeros([self.capacity, 2], np.int64)
         if rows:
             values[: len(rows)] = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
-        self.buffer.assign(tf.constant(values))
+        self.buffer.assign(values)
         self.count.assign(len(rows))
         self.read = 0
 

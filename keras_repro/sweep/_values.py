@@ -53,15 +53,12 @@ def to_metric(value: Any, name: str) -> float:
     if isinstance(value, numbers.Real):
         result = float(value)
     else:
-        try:
-            array = np.asarray(value)
-        except Exception:  # noqa: BLE001 - e.g. a torch tensor that requires grad
-            try:
-                import keras
+        from keras_repro.fingerprint import to_numpy
 
-                array = keras.ops.convert_to_numpy(value)
-            except Exception:  # noqa: BLE001 - any failure means "not a number"
-                array = None
+        try:
+            array = to_numpy(value)  # also a torch tensor that requires grad
+        except Exception:  # noqa: BLE001 - any failure means "not a number"
+            array = None
         if array is None or array.ndim != 0 or array.dtype.kind not in "iuf":
             raise TypeError(
                 f"{where} {type(value).__name__} {short_repr(value)}; metrics "
