@@ -12,8 +12,9 @@ record) gives one digest of all batches since the fit began, in order.
 Nothing is copied to the host per step and no batch hook is needed.
 
 The digest, so that it can be checked without keras_repro: every leaf of
-the batch structure (``tf.nest.flatten(batch, expand_composites=True)``) is
-viewed as integers of its own width (floats bit-cast, booleans and integers
+the batch structure (``tf.nest.flatten(batch, expand_composites=True)`` on
+TF, `keras.tree.flatten` elsewhere) is viewed as integers of its own width
+(`keras_repro._words.Ops.signed`: floats bit-cast, booleans and integers
 cast, strings hashed with `tf.strings.to_hash_bucket_fast`), widened to
 int64 and flattened; the leaf digest is ``sum((v[i] + C) * (2 * i + 1))``
 modulo 2**64, with ``C = 0x9E3779B97F4A7C15``: a change of one bit in one
@@ -30,8 +31,12 @@ chained, so the accumulator holds one digest of the global batch, the same
 on every replica and every worker (it depends on how the batch is split:
 compare runs with the same replica count).
 
-Only the TensorFlow backend is covered; on others
-`DataFingerprint.supported` is False and records carry no data digest.
+The same digest is computed on TensorFlow, PyTorch and JAX (see
+`keras_repro._step_hooks` for how each backend runs it; on JAX, only with
+``steps_per_execution=1``, and the chaining is done on the host when the
+digest is read). Strings are hashed on TF only; the other backends have no
+string tensors. Where it is not supported, `DataFingerprint.supported` is
+False and records carry no data digest.
 
 Example:
 
@@ -52,7 +57,10 @@ from __future__ import annotations
 
 import keras
 
-__all__ = ["DataFingerprint", "accumulator_of", "install_train_step", "peek_state", "restore_state"]
+from keras_repro import _step_hooks
+from keras_repro import _words
+
+__all__ = ["DataFingerprint", "accumulator_of", "peek_state", "restore_state"]
 
 _MIX = 0x9E3779B97F4A7C15 - 2**64  # as a signed int64
 _PRIME = 0x100000001B3
@@ -60,12 +68,12 @@ _ATTRIBUTE = "_keras_repro_data_fingerprint"
 _PENDING = "_keras_repro_data_fingerprint_pending"
 
 
-def _supported() -> bool:
-    return keras.backend.backend() == "tensorflow"
+def _global_digest(digest):
+    """A shard's digest combined over the replicas in sync (the digest itself with one; TF only)."""
+    if keras.backend.backend() != "tensorflow":
+        return digest
+    import tensorflow as tf
 
-
-def _global_digest(tf, digest):
-    """A shard's digest combined over the replicas in sync (the digest itself with one)."""
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync <= 1:
         return digest
@@ -73,31 +81,31 @@ def _global_digest(tf, digest):
     return context.all_reduce(tf.distribute.ReduceOp.SUM, digest * weight)
 
 
-def _leaf_digest(tf, leaf):
-    if leaf.dtype == tf.string:
-        values = tf.strings.to_hash_bucket_fast(leaf, 2**62)
-    elif leaf.dtype.is_complex:
-        parts = tf.stack([tf.math.real(leaf), tf.math.imag(leaf)], axis=-1)
-        return _leaf_digest(tf, parts)
-    elif leaf.dtype.is_floating:
-        width = {2: tf.int16, 4: tf.int32, 8: tf.int64}[leaf.dtype.size]
-        values = tf.bitcast(leaf, width)
-    else:
-        values = leaf
-    values = tf.reshape(tf.cast(values, tf.int64), [-1])
-    count = tf.size(values, out_type=tf.int64)
-    weights = tf.range(count, dtype=tf.int64) * 2 + 1
-    return tf.reduce_sum((values + _MIX) * weights), count
-
-
-def _batch_digest(tf, data):
-    digest = tf.constant(0, tf.int64)
-    for k, leaf in enumerate(tf.nest.flatten(data, expand_composites=True)):
+def batch_digest(ops: _words.Ops, data):
+    """The digest of one batch (inside the step); see the module docstring."""
+    digest = ops.zero()
+    for k, leaf in enumerate(ops.flatten(data)):
         if leaf is None:
             continue
-        value, count = _leaf_digest(tf, tf.convert_to_tensor(leaf))
-        digest = digest * _PRIME + value + (k + 1) * count
+        values = ops.signed(leaf)
+        count = ops.size(values)
+        digest = digest * _PRIME + ops.sum((values + _MIX) * ops.odd_weights(values)) + (k + 1) * count
     return digest
+
+
+class _JaxAccumulator:
+    """The accumulator of a JAX model: its tap's, read on the host."""
+
+    def __init__(self, tap: _step_hooks.JaxTap) -> None:
+        self.tap = tap
+
+    def numpy(self) -> int:
+        self.tap.drain()
+        return self.tap.accumulator
+
+    def assign(self, value) -> None:
+        self.tap.drain()
+        self.tap.accumulator = _step_hooks.signed(int(value))
 
 
 class DataFingerprint:
@@ -114,7 +122,7 @@ class DataFingerprint:
 
     def __init__(self, model: keras.Model) -> None:
         self.model = model
-        self.supported = _supported()
+        self.supported = _step_hooks.supported(model)
         self._accumulator = None
         if not self.supported:
             return
@@ -122,26 +130,26 @@ class DataFingerprint:
         if existing is not None:
             self._accumulator = existing
             return
-        import tensorflow as tf
-
         pending = getattr(model, _PENDING, None)
-        strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
-        with strategy.scope():  # mirrored under a strategy: every replica updates it alike
-            accumulator = tf.Variable(
-                0 if pending is None else pending,
-                dtype=tf.int64,
-                trainable=False,
-                name="keras_repro_data_digest",
-                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
-            )
         object.__setattr__(model, _PENDING, None)
+        if keras.backend.backend() == "jax":
+            tap = _step_hooks.JaxTap.of(model)
+            accumulator = _JaxAccumulator(tap)
+            accumulator.assign(pending or 0)
+            tap.batch_digest = batch_digest
+            object.__setattr__(model, _ATTRIBUTE, accumulator)
+            tap.retrace()
+            self._accumulator = accumulator
+            return
+        accumulator = _step_hooks.Cell(model, pending or 0, "keras_repro_data_digest")
+        ops = _words.ops()
         original = model.train_step
 
         def train_step(data):
-            accumulator.assign(accumulator * _PRIME + _global_digest(tf, _batch_digest(tf, data)))
+            accumulator.assign(accumulator.value() * _PRIME + _global_digest(batch_digest(ops, data)))
             return original(data)
 
-        install_train_step(model, _ATTRIBUTE, accumulator, train_step)
+        _step_hooks.install_train_step(model, _ATTRIBUTE, accumulator, train_step)
         self._accumulator = accumulator
 
     def read(self) -> str | None:
@@ -163,20 +171,8 @@ class DataFingerprint:
             self._accumulator.assign(0)
 
 
-def install_train_step(model: keras.Model, attribute: str, state, train_step) -> None:
-    """Makes `train_step` the model's train step, keeping `state` in `attribute`; rebuilds the train function.
-
-    Both are assigned around Keras' attribute tracking: the state is not
-    part of the model's training state, and the wrapper is not a layer.
-    """
-    object.__setattr__(model, attribute, state)
-    object.__setattr__(model, "train_step", train_step)
-    if getattr(model, "train_function", None) is not None:  # fit made it already
-        model.make_train_function(force=True)
-
-
 def accumulator_of(model: keras.Model):
-    """The accumulator variable of `model`'s data fingerprint, or None when it has none."""
+    """The accumulator of `model`'s data fingerprint (with ``numpy()`` and ``assign``), or None when it has none."""
     return getattr(model, _ATTRIBUTE, None)
 
 

@@ -36,8 +36,10 @@ unlikely as about 2**-31. Variable digests are chained as
 ``h = h * P + digest + (k + 1) * n`` (``P = 0x100000001B3``, ``n`` the word
 count of variable ``k``).
 
-Only the TensorFlow backend is covered; on others `StepDigests.supported`
-is False and records carry no step digests.
+The same digests are computed on TensorFlow, PyTorch and JAX (see
+`keras_repro._step_hooks` for how each backend runs them; on JAX only with
+``steps_per_execution=1``). Elsewhere `StepDigests.supported` is False and
+records carry no step digests.
 
 Example:
 
@@ -62,9 +64,10 @@ import dataclasses
 import keras
 import numpy as np
 
+from keras_repro import _step_hooks
 from keras_repro import _validate
+from keras_repro import _words
 from keras_repro.data_fingerprint import accumulator_of
-from keras_repro.data_fingerprint import install_train_step
 from keras_repro.fingerprint import tracked_state
 
 __all__ = ["StepDigests", "StepsRead", "peek_state", "restore_state"]
@@ -74,10 +77,6 @@ _ATTRIBUTE = "_keras_repro_step_digests"
 _PENDING = "_keras_repro_step_digests_pending"
 _DEFAULT_CAPACITY = 4096
 _DIGESTED = ("weight", "other")  # the variable kinds of `tracked_state` each step's digest covers
-
-
-def _supported() -> bool:
-    return keras.backend.backend() == "tensorflow"
 
 
 def _weights(count: int) -> np.ndarray:
@@ -92,32 +91,23 @@ def _weights(count: int) -> np.ndarray:
     return w.view(np.int64)
 
 
-def _words(tf, value):
-    """`value` as a flat int64 tensor of its 32-bit (or narrower) unsigned words."""
-    dtype = value.dtype
-    if dtype.is_complex:
-        value = tf.stack([tf.math.real(value), tf.math.imag(value)], axis=-1)
-        dtype = value.dtype
-    if dtype == tf.bool:
-        value = tf.cast(value, tf.uint8)
-    elif dtype.size in (4, 8):
-        value = tf.bitcast(value, tf.uint32)  # 8-byte values: one more axis of 2
-    elif dtype.size == 2:
-        value = tf.bitcast(value, tf.uint16)
-    return tf.reshape(tf.cast(value, tf.int64), [-1])
-
-
-def state_digest(tf, variables, weights_cache: dict[int, np.ndarray]):
-    """The chained digest of `variables` (inside a traced function); see the module docstring."""
-    digest = tf.constant(0, tf.int64)
-    for k, variable in enumerate(variables):
-        words = _words(tf, tf.convert_to_tensor(variable))
+def state_digest(ops: _words.Ops, values, weights_cache: dict[int, np.ndarray]):
+    """The chained digest of `values` (variables or tensors, inside the step); see the module docstring."""
+    digest = ops.zero()
+    for k, value in enumerate(values):
+        words = ops.unsigned(value)
         count = int(words.shape[0])
         weights = weights_cache.get(count)
-        if weights is None:  # NumPy: a traced constant belongs to one graph, and Keras traces several
+        if weights is None:
             weights = weights_cache[count] = _weights(count)
-        digest = digest * _PRIME + tf.reduce_sum(words * tf.constant(weights)) + (k + 1) * count
+        digest = digest * _PRIME + ops.sum(words * ops.weights(weights, words)) + (k + 1) * count
     return digest
+
+
+def _digested_variables(model: keras.Model) -> list:
+    """The variables each step's digest covers, in order (listed when the step is traced)."""
+    state = tracked_state(model)
+    return [v for p, v in state.variables.items() if state.kinds[p] in _DIGESTED]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,25 +131,19 @@ class StepsRead:
 
 
 class _Ring:
-    """The device buffer of one model's step digests, its step count, and how far the host has read."""
+    """The device buffer of one model's step digests, its step count, and how far the host has read (TF, torch)."""
 
-    def __init__(self, tf, strategy, capacity: int) -> None:
+    def __init__(self, model: keras.Model, capacity: int) -> None:
         self.capacity = capacity
         self.read = 0  # steps (by count) the host has read
-        with strategy.scope():  # mirrored under a strategy: every replica writes it alike
-            self.buffer = tf.Variable(
-                tf.zeros([capacity, 2], tf.int64),
-                trainable=False,
-                name="keras_repro_step_digests",
-                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
-            )
-            self.count = tf.Variable(
-                0,
-                dtype=tf.int64,
-                trainable=False,
-                name="keras_repro_step_count",
-                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
-            )
+        self.buffer = _step_hooks.Cell(model, np.zeros([capacity, 2], np.int64), "keras_repro_step_digests")
+        self.count = _step_hooks.Cell(model, 0, "keras_repro_step_count")
+
+    def write(self, row) -> None:
+        """Writes the row of one step (inside the step)."""
+        count = self.count.value()
+        self.buffer.write_row(count % self.capacity, row)
+        self.count.assign(count + 1)
 
     def unread(self) -> tuple[int, list[list[int]]]:
         """(the count of the first unread step still held, the unread rows held, in step order)."""
@@ -175,7 +159,29 @@ class _Ring:
         if rows:
             values[: len(rows)] = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
         self.buffer.assign(values)
-        self.count.assign(len(rows))
+        self.count.assign(np.int64(len(rows)))
+        self.read = 0
+
+
+class _JaxRing:
+    """The step digests of a JAX model: its tap's rows, read on the host."""
+
+    def __init__(self, tap: _step_hooks.JaxTap, capacity: int) -> None:
+        self.tap = tap
+        self.capacity = tap.capacity = capacity
+        self.read = 0
+
+    def unread(self) -> tuple[int, list[list[int]]]:
+        tap = self.tap
+        tap.drain()
+        start = max(self.read, tap.count - len(tap.rows))
+        return start, [list(row) for row in tap.rows[len(tap.rows) - (tap.count - start) :]]
+
+    def load(self, rows: list[list[int]]) -> None:
+        tap = self.tap
+        tap.drain()
+        tap.rows = [[int(v) for v in row] for row in rows[-self.capacity :]]
+        tap.count = len(tap.rows)
         self.read = 0
 
 
@@ -197,8 +203,8 @@ class StepDigests:
     def __init__(self, model: keras.Model, capacity: int = _DEFAULT_CAPACITY) -> None:
         self.model = model
         self.capacity = _validate.check_int("capacity", capacity, minimum=1)
-        self.supported = _supported()
-        self._ring: _Ring | None = None
+        self.supported = _step_hooks.supported(model)
+        self._ring: _Ring | _JaxRing | None = None
         if not self.supported:
             return
         existing = getattr(model, _ATTRIBUTE, None)
@@ -206,34 +212,41 @@ class StepDigests:
             self._ring = existing
             self.capacity = existing.capacity
             return
-        import tensorflow as tf
+        cache: dict[int, np.ndarray] = {}
+        if keras.backend.backend() == "jax":
+            tap = _step_hooks.JaxTap.of(model)
+            ring = _JaxRing(tap, self.capacity)
+            tap.state_digest = lambda ops, values: state_digest(ops, values, cache)
+            tap.state_variables = lambda: _digested_variables(model)
+            object.__setattr__(model, _ATTRIBUTE, ring)
+            tap.retrace()
+        else:
+            ring = _Ring(model, self.capacity)
+            ops = _words.ops()
+            original = model.train_step
+            listed: list = [None, []]  # [the variable count it was listed for, the variables]
 
-        strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
-        ring = _Ring(tf, strategy, self.capacity)
+            def variables() -> list:
+                # Listed when TF traces the step, after the step built what it
+                # builds; torch runs the step eagerly: listed again only when
+                # the model's variables changed.
+                if listed[0] != len(model.variables):
+                    listed[:] = [len(model.variables), _digested_variables(model)]
+                return listed[1]
+
+            def train_step(data):
+                logs = original(data)
+                digest = _no_grad(lambda: state_digest(ops, variables(), cache))
+                accumulator = accumulator_of(model)
+                data_digest = ops.zero() if accumulator is None else accumulator.value()
+                ring.write(_stack(digest, data_digest))
+                return logs
+
+            _step_hooks.install_train_step(model, _ATTRIBUTE, ring, train_step)
         pending = getattr(model, _PENDING, None)
         if pending is not None:  # restored from a backup before this was installed
             ring.load(pending)
             object.__setattr__(model, _PENDING, None)
-        original = model.train_step
-        cache: dict[int, np.ndarray] = {}
-
-        def train_step(data):
-            logs = original(data)
-            # Listed when the step is traced, after the step built what it builds.
-            state = tracked_state(model)
-            variables = [v for p, v in state.variables.items() if state.kinds[p] in _DIGESTED]
-            digest = state_digest(tf, variables, cache)
-            accumulator = accumulator_of(model)
-            data_digest = tf.constant(0, tf.int64) if accumulator is None else tf.convert_to_tensor(accumulator)
-            row = tf.stack([digest, data_digest])
-            # assign, not a scatter or assign_add: a mirrored variable takes only
-            # assign in a replica context (ONLY_FIRST_REPLICA: replicas write alike).
-            slot = tf.reshape(ring.count % ring.capacity, [1, 1])
-            ring.buffer.assign(tf.tensor_scatter_nd_update(ring.buffer, slot, tf.reshape(row, [1, 2])))
-            ring.count.assign(ring.count + 1)
-            return logs
-
-        install_train_step(model, _ATTRIBUTE, ring, train_step)
         self._ring = ring
 
     def read(self) -> StepsRead | None:
@@ -247,6 +260,26 @@ class StepDigests:
         state = tuple(f"{s % 2**64:016x}" for s, _ in rows)
         data = tuple(f"{d % 2**64:016x}" if with_data else None for _, d in rows)
         return StepsRead(first, state, data, lost)
+
+
+def _no_grad(compute):
+    """`compute()`, outside torch's autograd (the digest is no part of the loss)."""
+    if keras.backend.backend() != "torch":
+        return compute()
+    import torch
+
+    with torch.no_grad():
+        return compute()
+
+
+def _stack(*values):
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.stack(values)
+    import torch
+
+    return torch.stack([v.to(values[0].device) for v in values])
 
 
 def peek_state(model: keras.Model) -> list[list[int]] | None:

@@ -14,8 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from digests import reference_digest
 from keras_repro.check import check_script
 from keras_repro.trace import diff_traces
 from keras_repro.trace import load_trace
@@ -131,18 +133,58 @@ def test_a_killed_run_resumes_bit_identical(backend, tmp_path):
             timeout=300,
         )
 
-    straight = run(tmp_path / "straight", "--save-freq", "epoch")
+    # With step digests and the data digest: both are in the backup, and resumed.
+    straight = run(tmp_path / "straight", "--save-freq", "epoch", "--steps")
     assert straight.returncode == 0, straight.stderr[-3000:]
-    killed = run(tmp_path / "killed", "--save-freq", 5, "--kill-at", 33)
+    killed = run(tmp_path / "killed", "--save-freq", 5, "--kill-at", 33, "--steps")
     assert killed.returncode == -9, killed.stderr[-3000:]
-    resumed = run(tmp_path / "killed", "--save-freq", 5, "--kill-at", 33)
+    resumed = run(tmp_path / "killed", "--save-freq", 5, "--kill-at", 33, "--steps")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     final = {name: json.loads((tmp_path / name / "final.json").read_text()) for name in ("straight", "killed")}
     assert final["killed"] == final["straight"]
-    assert (
-        load_trace(tmp_path / "killed" / "trace.jsonl").records
-        == load_trace(tmp_path / "straight" / "trace.jsonl").records
-    )
+    records = load_trace(tmp_path / "straight" / "trace.jsonl").records
+    assert load_trace(tmp_path / "killed" / "trace.jsonl").records == records
+    assert all(r["data"] and r["steps"]["state"] for r in records if r["type"] == "epoch")
+
+
+DIGESTS = """
+import warnings
+import keras, numpy as np
+import keras_repro as kr
+from keras_repro.fingerprint import tracked_state
+warnings.simplefilter("ignore")
+kr.seed_everything(2)
+model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(6, name="hidden"), keras.layers.BatchNormalization(),
+                          keras.layers.Dropout(0.2, seed=1), keras.layers.Dense(1, name="head")])
+model.compile("adam", "mse")
+x = np.random.default_rng(0).normal(size=(40, 5)).astype("float32")
+model.fit(x, x[:, :1], batch_size=8, epochs=2, shuffle=False, verbose=0,
+          callbacks=[kr.DeterminismCallback(TRACE, steps=True, audit="off")])
+state = tracked_state(model)
+weights = [keras.ops.convert_to_numpy(v) for p, v in state.variables.items() if state.kinds[p] == "weight"]
+emit({"backend": keras.backend.backend(), "weights": [[w.dtype.str, w.tolist()] for w in weights]})
+"""
+
+
+@pytest.mark.jax
+@pytest.mark.torch
+def test_data_and_step_digests_on_every_backend(tmp_path):
+    # The same batches give the same data digests on TensorFlow, JAX and
+    # torch (the digest is of bit patterns), and each backend's device
+    # digest of the final weights is the documented formula's.
+    backends = ["tensorflow"] + [name for name in ("jax", "torch") if importlib.util.find_spec(name)]
+    traces = {b: tmp_path / f"{b}.jsonl" for b in backends}
+    codes = [f"TRACE = {str(traces[b])!r}\n" + DIGESTS for b in backends]
+    results = dict(zip(backends, run_pythons(codes, envs=[child_env({"KERAS_BACKEND": b}) for b in backends])))
+    data = {}
+    for backend, result in results.items():
+        assert result["backend"] == backend
+        epochs = [r for r in load_trace(traces[backend]).records if r["type"] == "epoch"]
+        assert [(r["steps"]["first"], len(r["steps"]["state"])) for r in epochs] == [(1, 5), (6, 5)]
+        weights = [np.asarray(values, dtype=dtype) for dtype, values in result["weights"]]
+        assert epochs[-1]["steps"]["state"][-1] == reference_digest(weights), backend
+        data[backend] = [(r["data"], r["steps"]["data"]) for r in epochs]
+    assert len({json.dumps(d) for d in data.values()}) == 1, data
 
 
 COMPILED = """

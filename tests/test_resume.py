@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -11,6 +12,7 @@ import pytest
 
 import keras_repro as kr
 from keras_repro.callbacks import ExactBackupAndRestore
+from keras_repro.callbacks import exact_backup_and_restore as ebr
 from procs import child_env
 from procs import keras_older_than
 
@@ -243,13 +245,27 @@ def test_batch_backups_need_a_model_that_can_resume_mid_epoch(tmp_path):
         plain.fit(X, Y, epochs=1, verbose=0, callbacks=[ExactBackupAndRestore(tmp_path, save_freq=2)])
 
 
-@pytest.mark.xfail(
-    keras.backend.backend() == "jax",
-    reason="known defect on JAX: after a crash in on_epoch_end, in the same process, the backup of that "
-    "epoch end carries the digests of the epoch before, so its restore is refused (nothing is changed)",
-    strict=False,
-)
-def test_plain_models_resume_at_epoch_boundaries(tmp_path):
+@pytest.mark.parametrize("slow_publication", [False, True])
+def test_plain_models_resume_at_epoch_boundaries(tmp_path, monkeypatch, slow_publication):
+    if slow_publication:
+        # The crashed fit's last backup is still being published (in the
+        # background) when the next fit reads the folder: without waiting for
+        # it, the restore read the old document and then the new weights.
+        seal, read = ebr.seal_backup_file, ebr.read_backup_file
+
+        def slow_seal(path, document):
+            if document["epoch"] == 2:
+                time.sleep(0.3)
+            seal(path, document)
+
+        def slow_read(path):
+            document = read(path)
+            time.sleep(0.6)
+            return document
+
+        monkeypatch.setattr(ebr, "seal_backup_file", slow_seal)
+        monkeypatch.setattr(ebr, "read_backup_file", slow_read)
+
     def make():
         model = keras.Sequential(
             [

@@ -16,39 +16,15 @@ import numpy as np
 import pytest
 
 import keras_repro as kr
+from keras_repro import _words
 from keras_repro.divergence import RecordComparator
 from keras_repro.fingerprint import tracked_state
 from keras_repro.step_digest import StepDigests
+from keras_repro.step_digest import state_digest
 from keras_repro.trace import diff_traces
 from keras_repro.trace import load_trace
+from tests.digests import reference_digest
 from tests.procs import run_pythons
-
-pytestmark = pytest.mark.tensorflow_only("step digests are computed in TF's train step")
-
-MASK = 2**64 - 1
-
-
-def reference_digest(arrays) -> str:
-    """The module docstring's formula, in plain Python integers."""
-
-    def weight(i: int) -> int:
-        h = (i * 0x9E3779B97F4A7C15) & MASK
-        h ^= h >> 29
-        h = (h * 0xBF58476D1CE4E5B9) & MASK
-        h ^= h >> 32
-        return (2 * i + 1 + (h << 33)) & MASK
-
-    digest = 0
-    for k, array in enumerate(arrays):
-        array = np.asarray(array)
-        if array.dtype == bool:
-            words = array.astype(np.uint8)
-        else:
-            words = array.view({1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint32}[array.dtype.itemsize])
-        words = words.reshape(-1)
-        value = sum(int(w) * weight(i) for i, w in enumerate(words)) & MASK
-        digest = (digest * 0x100000001B3 + value + (k + 1) * words.size) & MASK
-    return f"{digest:016x}"
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])
@@ -76,14 +52,21 @@ def test_the_digest_of_each_step_is_the_documented_formula(jit_compile):
     assert digests.read().state == ()  # nothing new since
 
 
+def device_digest(array) -> str:
+    """`state_digest` of one array, computed by the backend's kernels."""
+    tensor = keras.ops.convert_to_tensor(array)
+    if keras.backend.backend() == "jax":
+        import jax
+
+        with jax.enable_x64(True):
+            return f"{int(np.asarray(state_digest(_words.ops(), [tensor], {}))) % 2**64:016x}"
+    return f"{int(keras.ops.convert_to_numpy(state_digest(_words.ops(), [tensor], {}))) % 2**64:016x}"
+
+
 def test_one_changed_element_and_a_swap_always_change_the_digest():
-    import tensorflow as tf
-
-    from keras_repro.step_digest import state_digest
-
     rng = np.random.default_rng(3)
     base = rng.normal(size=(64, 33)).astype("float32")
-    digest = lambda array: f"{int(state_digest(tf, [tf.constant(array)], {})) % 2**64:016x}"  # noqa: E731
+    digest = device_digest
     seen = {digest(base)}
     assert seen == {reference_digest([base])}
     for i, j in [(0, 1), (5, 2000), (2111, 2)]:
@@ -119,6 +102,8 @@ class Change(keras.callbacks.Callback):
     async_safe = True  # a batch hook that keeps Keras' asynchronous dispatch as the recording does
     def on_train_batch_begin(self, batch, logs=None):
         if self._epoch == 1 and batch == 2 and mode in ("nudge", "swap"):  # before training step 7
+            if hasattr(self.model, "jax_state_sync"):
+                self.model.jax_state_sync()  # JAX: the step's state back in the variables, and read from them next
             kernel = self.model.get_layer("hidden").kernel
             value = kernel.numpy()
             if mode == "nudge":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import threading
 import uuid
 import warnings
 from pathlib import Path
@@ -39,6 +40,25 @@ from keras_repro.state import set_resume_point
 
 __all__ = ["ExactBackupAndRestore"]
 
+# The backup being published in this process, by folder. A `fit` that ends by
+# an exception (a callback raising KeyboardInterrupt, say) does not reach
+# `on_train_end`, so nothing waits for its last publication: a callback that
+# reads the same folder later in this process (a new `fit`, usually with a new
+# callback) must wait for it, or it could read the document of the previous
+# backup and then load the weights of the one renamed over it meanwhile.
+_IN_FLIGHT: dict[Path, concurrent.futures.Future] = {}
+_IN_FLIGHT_LOCK = threading.Lock()
+
+
+def _folder_key(backup_dir: Path) -> Path:
+    return Path(os.path.abspath(backup_dir))
+
+
+def _forget(key: Path, future: concurrent.futures.Future) -> None:
+    with _IN_FLIGHT_LOCK:
+        if _IN_FLIGHT.get(key) is future:
+            del _IN_FLIGHT[key]
+
 
 class ExactBackupAndRestore(keras.callbacks.Callback):
     """`keras.callbacks.BackupAndRestore` that resumes bit for bit.
@@ -61,10 +81,11 @@ class ExactBackupAndRestore(keras.callbacks.Callback):
     file (with the optimizer state) carrying the rest in an HDF5 attribute,
     with a checksum of every stored array. It is written under a temporary
     name, then checksummed, fsynced and renamed on a background thread while
-    training goes on (the next backup, and the end of `fit`, wait for it), so
-    a kill at any point leaves the previous backup whole. A corrupted backup,
-    one from a different model, or a mid-epoch backup that this model and
-    input cannot resume exactly raises `ValueError` when training starts and
+    training goes on (the next backup, the end of `fit`, and a later restore
+    from the same folder in this process wait for it), so a kill at any point
+    leaves the previous backup whole. A corrupted backup, one from a
+    different model, or a mid-epoch backup that this model and input cannot
+    resume exactly raises `ValueError` when training starts and
     changes nothing, on disk or in the model.
 
     Resuming mid-epoch (an integer `save_freq`) needs a `SeededModel`
@@ -273,6 +294,10 @@ class ExactBackupAndRestore(keras.callbacks.Callback):
         if self._publisher is None:
             self._publisher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="keras_repro-backup")
         self._pending = self._publisher.submit(self._publish, temporary, document)
+        key = _folder_key(self.backup_dir)
+        with _IN_FLIGHT_LOCK:
+            _IN_FLIGHT[key] = self._pending
+        self._pending.add_done_callback(lambda future: _forget(key, future))
         self._since_save = 0
 
     def _publish(self, temporary: Path, document: dict[str, Any]) -> None:
@@ -286,8 +311,18 @@ class ExactBackupAndRestore(keras.callbacks.Callback):
             raise
 
     def _wait(self) -> None:
-        """Waits until the last backup is published; raises its error, if any."""
+        """Waits until the last backup is published; raises its error, if any.
+
+        Also waits for a backup to the same folder that another fit (or
+        another callback) of this process left being published; its error,
+        if any, is not this callback's to raise (the previous backup is then
+        whole and is the latest).
+        """
         pending, self._pending = self._pending, None
+        with _IN_FLIGHT_LOCK:
+            other = _IN_FLIGHT.get(_folder_key(self.backup_dir))
+        if other is not None and other is not pending:
+            concurrent.futures.wait([other])
         if pending is not None:
             pending.result()
 

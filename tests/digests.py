@@ -1,0 +1,28 @@
+"""The step digest's documented formula, computed independently of keras_repro (plain Python integers)."""
+
+import numpy as np
+
+MASK = 2**64 - 1
+
+
+def reference_digest(arrays) -> str:
+    """The module docstring's formula, in plain Python integers."""
+
+    def weight(i: int) -> int:
+        h = (i * 0x9E3779B97F4A7C15) & MASK
+        h ^= h >> 29
+        h = (h * 0xBF58476D1CE4E5B9) & MASK
+        h ^= h >> 32
+        return (2 * i + 1 + (h << 33)) & MASK
+
+    digest = 0
+    for k, array in enumerate(arrays):
+        array = np.asarray(array)
+        if array.dtype == bool:
+            words = array.astype(np.uint8)
+        else:
+            words = array.view({1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint32}[array.dtype.itemsize])
+        words = words.reshape(-1)
+        value = sum(int(w) * weight(i) for i, w in enumerate(words)) & MASK
+        digest = (digest * 0x100000001B3 + value + (k + 1) * words.size) & MASK
+    return f"{digest:016x}"
