@@ -25,6 +25,7 @@ from keras_repro import paths
 from keras_repro.fingerprint import digest_array
 from keras_repro.fingerprint import fingerprint_details
 from keras_repro.fingerprint import fingerprint_variables
+from keras_repro.fingerprint import to_numpy
 from keras_repro.fingerprint import tracked_state
 from keras_repro.fingerprint import training_step
 from keras_repro.seeds import rng_state
@@ -47,12 +48,16 @@ class ProbeComplete(BaseException):
 
 
 def _digests(value: Any) -> list[str | None]:
-    import tensorflow as tf
+    return [None if leaf is None else digest_array(to_numpy(leaf)) for leaf in keras.tree.flatten(value)]
 
-    return [
-        None if leaf is None else digest_array(tf.convert_to_tensor(leaf).numpy())
-        for leaf in tf.nest.flatten(value, expand_composites=False)
-    ]
+
+def _eager(model: keras.Model) -> bool:
+    """Whether the model's train step is running eagerly now (and not being traced)."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.executing_eagerly()
+    return bool(model.run_eagerly or not model.jit_compile)  # torch: compiled only with jit_compile
 
 
 def _pairs(digests: Mapping[str, str]) -> list[list[str]]:
@@ -103,13 +108,11 @@ class _Probe:
 
     def _prepare(self, model: keras.Model) -> keras.callbacks.Callback:
         """Wraps the model's train_step; returns the callback that makes the probed step eager."""
-        import tensorflow as tf
-
         original = model.train_step
 
         def train_step(data):
             # Compiled steps only trace this: the probe runs in the eager step.
-            if self.written or not tf.executing_eagerly() or training_step(model) != self.step - 1:
+            if self.written or not _eager(model) or training_step(model) != self.step - 1:
                 return original(data)
             probe = self._capture(model, data)
             logs = original(data)
@@ -179,18 +182,72 @@ class _EagerAt(keras.callbacks.Callback):
             self.set_eager(self.model)
 
 
-def _floats(tf, value: Any) -> list[Any]:
-    return [t for t in tf.nest.flatten(value) if tf.is_tensor(t) and t.dtype.is_floating]
+class _TapeGradients:
+    """Gradients of the probe's loss on TensorFlow: a persistent tape watching every layer's inputs."""
+
+    def __init__(self) -> None:
+        import tensorflow as tf
+
+        self.tf = tf
+        self.tape = tf.GradientTape(persistent=True)
+
+    def floats(self, value: Any) -> list[Any]:
+        tf = self.tf
+        return [t for t in tf.nest.flatten(value) if tf.is_tensor(t) and t.dtype.is_floating]
+
+    def watch(self, args: tuple, kwargs: dict) -> tuple[tuple, dict, list[Any]]:
+        inputs = self.floats((args, kwargs))
+        self.tape.watch(inputs)
+        return args, kwargs, inputs
+
+    def gradients(self, loss: Any, targets: list[Any]) -> list[Any]:
+        return self.tape.gradient(loss, targets, unconnected_gradients=self.tf.UnconnectedGradients.NONE)
+
+
+class _TorchGradients:
+    """Gradients of the probe's loss on PyTorch, by autograd.
+
+    A layer's float inputs that are not part of the graph (the model's
+    inputs) are passed to it as copies that require grad, so that the
+    gradient with respect to them exists, as a TF tape's watch does.
+    """
+
+    def __init__(self) -> None:
+        import torch
+
+        self.torch = torch
+        self.tape = torch.enable_grad()
+
+    def floats(self, value: Any) -> list[Any]:
+        torch = self.torch
+        return [t for t in keras.tree.flatten(value) if isinstance(t, torch.Tensor) and t.is_floating_point()]
+
+    def watch(self, args: tuple, kwargs: dict) -> tuple[tuple, dict, list[Any]]:
+        torch = self.torch
+
+        def tracked(value):
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and not value.requires_grad:
+                return value.detach().requires_grad_(True)
+            return value
+
+        args, kwargs = keras.tree.map_structure(tracked, (args, kwargs))
+        return args, kwargs, self.floats((args, kwargs))
+
+    def gradients(self, loss: Any, targets: list[Any]) -> list[Any]:
+        connected = [i for i, t in enumerate(targets) if t.requires_grad]
+        found = self.torch.autograd.grad(loss, [targets[i] for i in connected], retain_graph=True, allow_unused=True)
+        gradients: list[Any] = [None] * len(targets)
+        for i, gradient in zip(connected, found):
+            gradients[i] = gradient
+        return gradients
 
 
 def _forward_backward(model: keras.Model, x: Any, y: Any, sample_weight: Any) -> dict[str, Any]:
     """Runs the forward pass under a tape recording every layer call, then the gradients."""
-    import tensorflow as tf
-
+    grad = _TapeGradients() if keras.backend.backend() == "tensorflow" else _TorchGradients()
     layers = paths.layer_paths(model)
     calls: list[dict[str, Any]] = []
     clock = [0]
-    tape_box: list[Any] = []
     replaced: list[tuple[keras.layers.Layer, Any]] = []
     counts: dict[str, int] = {}
 
@@ -200,8 +257,7 @@ def _forward_backward(model: keras.Model, x: Any, y: Any, sample_weight: Any) ->
         @functools.wraps(call)
         def recorded(*args, **kwargs):
             start, clock[0] = clock[0], clock[0] + 1
-            inputs = _floats(tf, (args, kwargs))
-            tape_box[0].watch(inputs)
+            args, kwargs, inputs = grad.watch(args, kwargs)
             outputs = call(*args, **kwargs)
             index = counts.get(path, 0)
             counts[path] = index + 1
@@ -213,7 +269,7 @@ def _forward_backward(model: keras.Model, x: Any, y: Any, sample_weight: Any) ->
                     "start": start,
                     "end": clock[0],
                     "_inputs": inputs,
-                    "_outputs": _floats(tf, outputs),
+                    "_outputs": grad.floats(outputs),
                     "_layer": layer,
                     "_args": (args, kwargs) if index == 0 else None,
                     "variables": [p for p, v in paths.weight_paths(layer).items() if v.trainable],
@@ -225,8 +281,7 @@ def _forward_backward(model: keras.Model, x: Any, y: Any, sample_weight: Any) ->
         replaced.append((layer, layer.__dict__.get("call")))
         object.__setattr__(layer, "call", recorded)
 
-    with tf.GradientTape(persistent=True) as tape:
-        tape_box.append(tape)
+    with grad.tape:
         for path, layer in layers.items():
             wrap(path, layer)
         try:
@@ -243,24 +298,26 @@ def _forward_backward(model: keras.Model, x: Any, y: Any, sample_weight: Any) ->
     prefix = {id(layer): path for path, layer in layers.items()}
 
     def grads(targets: list[Any]) -> list[str | None]:
-        found = tape.gradient(loss, targets, unconnected_gradients=tf.UnconnectedGradients.NONE)
-        return [None if g is None else digest_array(tf.convert_to_tensor(g).numpy()) for g in found]
+        return [None if g is None else digest_array(to_numpy(g)) for g in grad.gradients(loss, targets)]
 
     for call in calls:
-        call["inputs"] = [digest_array(t.numpy()) for t in call["_inputs"]]
-        call["outputs"] = [digest_array(t.numpy()) for t in call["_outputs"]]
+        call["inputs"] = [digest_array(to_numpy(t)) for t in call["_inputs"]]
+        call["outputs"] = [digest_array(to_numpy(t)) for t in call["_outputs"]]
         call["input_gradients"] = grads(call.pop("_inputs"))
         call["output_gradients"] = grads(call.pop("_outputs"))
         call["variables"] = [f"{prefix[id(call['_layer'])]}/{p}".lstrip("/") for p in call["variables"]]
-    gradients = [[path, digest] for path, digest in zip(trainable, grads(list(trainable.values())))]
-    return {"calls": calls, "loss": digest_array(tf.convert_to_tensor(loss).numpy()), "gradients": gradients}
+    weights = [v.value for v in trainable.values()]
+    gradients = [[path, digest] for path, digest in zip(trainable, grads(weights))]
+    return {"calls": calls, "loss": digest_array(to_numpy(loss)), "gradients": gradients}
 
 
 def _op_types(layer: keras.layers.Layer, args: Any) -> dict[str, list[str]]:
-    """The op types of a layer's call and of its gradient, traced (not run) in `tf.function`s."""
-    if args is None:  # a later call of a shared layer: the first one lists them
+    """The op types of a layer's call and of its gradient, traced (not run) in `tf.function`s (TF only)."""
+    if args is None or keras.backend.backend() != "tensorflow":  # a later call of a shared layer: the first lists them
         return {"op_types": [], "gradient_op_types": []}
     import tensorflow as tf
+
+    floats = _TapeGradients().floats
 
     call_args, call_kwargs = args
 
@@ -269,9 +326,9 @@ def _op_types(layer: keras.layers.Layer, args: Any) -> dict[str, list[str]]:
 
     def backward(a, k):
         with tf.GradientTape() as tape:
-            inputs = _floats(tf, (a, k))
+            inputs = floats((a, k))
             tape.watch(inputs)
-            outputs = _floats(tf, layer(*a, **k))
+            outputs = floats(layer(*a, **k))
         return tape.gradient(outputs, inputs + list(layer.trainable_variables))
 
     found = []

@@ -31,6 +31,8 @@ import numpy as np
 
 __all__ = ["Ops", "ops"]
 
+_CACHED_SIZES = 8
+
 
 class Ops:
     """The operations the digests use, for one backend (see module docstring)."""
@@ -47,7 +49,8 @@ class Ops:
         raise NotImplementedError
 
     def size(self, flat: Any) -> Any:
-        return flat.shape[0]
+        """The element count of `flat`: a Python int, or (TF, whose batch sizes vary in one trace) a tensor."""
+        return int(flat.shape[0])
 
     def odd_weights(self, flat: Any) -> Any:
         """``2 * i + 1`` for each position of `flat`, as int64."""
@@ -61,6 +64,10 @@ class Ops:
         raise NotImplementedError
 
     def sum(self, flat: Any) -> Any:
+        raise NotImplementedError
+
+    def stack(self, scalars: list) -> Any:
+        """Scalars of int64 as one vector."""
         raise NotImplementedError
 
 
@@ -118,6 +125,9 @@ class _TensorFlow(Ops):
     def sum(self, flat):
         return self.tf.reduce_sum(flat)
 
+    def stack(self, scalars):
+        return self.tf.stack(scalars)
+
 
 class _Torch(Ops):
     backend = "torch"
@@ -127,6 +137,7 @@ class _Torch(Ops):
 
         self.torch = torch
         self._devices: dict[tuple[int, str], Any] = {}
+        self._odd: dict[tuple[int, str], Any] = {}  # eager: the odd weights of the last few sizes, kept
 
     def _tensor(self, value):
         torch = self.torch
@@ -149,16 +160,20 @@ class _Torch(Ops):
     def unsigned(self, value):
         torch = self.torch
         tensor = self._tensor(value)
-        if tensor.dtype == torch.bool:
-            return tensor.to(torch.int64).reshape(-1)
         size = tensor.element_size()
-        if size == 1:
-            return tensor.to(torch.int64).reshape(-1)
-        narrow, mask = (torch.int16, 0xFFFF) if size == 2 else (torch.int32, 0xFFFFFFFF)
-        return (tensor.view(narrow).to(torch.int64) & mask).reshape(-1)
+        if size > 1:
+            tensor = tensor.view(torch.uint16 if size == 2 else torch.uint32)
+        return tensor.reshape(-1).to(torch.int64)
 
     def odd_weights(self, flat):
-        return self.torch.arange(flat.shape[0], dtype=self.torch.int64, device=flat.device) * 2 + 1
+        key = (int(flat.shape[0]), str(flat.device))
+        weights = self._odd.pop(key, None)  # popped and put back: the dict keeps the most recent last
+        if weights is None:
+            weights = self.torch.arange(key[0], dtype=self.torch.int64, device=flat.device) * 2 + 1
+            if len(self._odd) >= _CACHED_SIZES:
+                del self._odd[next(iter(self._odd))]
+        self._odd[key] = weights
+        return weights
 
     def weights(self, array, like):
         key = (id(array), str(like.device))
@@ -172,6 +187,9 @@ class _Torch(Ops):
 
     def sum(self, flat):
         return self.torch.sum(flat)
+
+    def stack(self, scalars):
+        return self.torch.stack([s.to(scalars[0].device) for s in scalars])
 
 
 class _Jax(Ops):
@@ -222,6 +240,9 @@ class _Jax(Ops):
 
     def sum(self, flat):
         return self.jnp.sum(flat, dtype=self.jnp.int64)
+
+    def stack(self, scalars):
+        return self.jnp.stack(scalars)
 
 
 _BACKENDS = {"tensorflow": _TensorFlow, "torch": _Torch, "jax": _Jax}

@@ -32,9 +32,7 @@ on every replica and every worker (it depends on how the batch is split:
 compare runs with the same replica count).
 
 The same digest is computed on TensorFlow, PyTorch and JAX (see
-`keras_repro._step_hooks` for how each backend runs it; on JAX, only with
-``steps_per_execution=1``, and the chaining is done on the host when the
-digest is read). Strings are hashed on TF only; the other backends have no
+`keras_repro._step_hooks` for how each backend runs it). Strings are hashed on TF only; the other backends have no
 string tensors. Where it is not supported, `DataFingerprint.supported` is
 False and records carry no data digest.
 
@@ -83,29 +81,19 @@ def _global_digest(digest):
 
 def batch_digest(ops: _words.Ops, data):
     """The digest of one batch (inside the step); see the module docstring."""
-    digest = ops.zero()
+    digest = None
     for k, leaf in enumerate(ops.flatten(data)):
         if leaf is None:
             continue
         values = ops.signed(leaf)
         count = ops.size(values)
-        digest = digest * _PRIME + ops.sum((values + _MIX) * ops.odd_weights(values)) + (k + 1) * count
-    return digest
-
-
-class _JaxAccumulator:
-    """The accumulator of a JAX model: its tap's, read on the host."""
-
-    def __init__(self, tap: _step_hooks.JaxTap) -> None:
-        self.tap = tap
-
-    def numpy(self) -> int:
-        self.tap.drain()
-        return self.tap.accumulator
-
-    def assign(self, value) -> None:
-        self.tap.drain()
-        self.tap.accumulator = _step_hooks.signed(int(value))
+        # sum((v + C) * (2i + 1)) = sum(v * (2i + 1)) + C * n**2, modulo 2**64: one pass fewer.
+        constant = (_MIX * count + k + 1) * count
+        if isinstance(constant, int):
+            constant = _step_hooks.signed(constant)
+        leaf_digest = ops.sum(values * ops.odd_weights(values)) + constant
+        digest = leaf_digest if digest is None else digest * _PRIME + leaf_digest
+    return ops.zero() if digest is None else digest
 
 
 class DataFingerprint:
@@ -132,24 +120,13 @@ class DataFingerprint:
             return
         pending = getattr(model, _PENDING, None)
         object.__setattr__(model, _PENDING, None)
-        if keras.backend.backend() == "jax":
-            tap = _step_hooks.JaxTap.of(model)
-            accumulator = _JaxAccumulator(tap)
-            accumulator.assign(pending or 0)
-            tap.batch_digest = batch_digest
-            object.__setattr__(model, _ATTRIBUTE, accumulator)
-            tap.retrace()
-            self._accumulator = accumulator
-            return
         accumulator = _step_hooks.Cell(model, pending or 0, "keras_repro_data_digest")
         ops = _words.ops()
-        original = model.train_step
 
-        def train_step(data):
+        def before(data):
             accumulator.assign(accumulator.value() * _PRIME + _global_digest(batch_digest(ops, data)))
-            return original(data)
 
-        _step_hooks.install_train_step(model, _ATTRIBUTE, accumulator, train_step)
+        _step_hooks.add_step_hook(model, _ATTRIBUTE, accumulator, before=before)
         self._accumulator = accumulator
 
     def read(self) -> str | None:

@@ -37,8 +37,7 @@ unlikely as about 2**-31. Variable digests are chained as
 count of variable ``k``).
 
 The same digests are computed on TensorFlow, PyTorch and JAX (see
-`keras_repro._step_hooks` for how each backend runs them; on JAX only with
-``steps_per_execution=1``). Elsewhere `StepDigests.supported` is False and
+`keras_repro._step_hooks` for how each backend runs them). Elsewhere `StepDigests.supported` is False and
 records carry no step digests.
 
 Example:
@@ -93,15 +92,16 @@ def _weights(count: int) -> np.ndarray:
 
 def state_digest(ops: _words.Ops, values, weights_cache: dict[int, np.ndarray]):
     """The chained digest of `values` (variables or tensors, inside the step); see the module docstring."""
-    digest = ops.zero()
+    digest = None
     for k, value in enumerate(values):
         words = ops.unsigned(value)
         count = int(words.shape[0])
         weights = weights_cache.get(count)
         if weights is None:
             weights = weights_cache[count] = _weights(count)
-        digest = digest * _PRIME + ops.sum(words * ops.weights(weights, words)) + (k + 1) * count
-    return digest
+        term = ops.sum(words * ops.weights(weights, words)) + (k + 1) * count
+        digest = term if digest is None else digest * _PRIME + term
+    return ops.zero() if digest is None else digest
 
 
 def _digested_variables(model: keras.Model) -> list:
@@ -131,7 +131,7 @@ class StepsRead:
 
 
 class _Ring:
-    """The device buffer of one model's step digests, its step count, and how far the host has read (TF, torch)."""
+    """The device buffer of one model's step digests, its step count, and how far the host has read."""
 
     def __init__(self, model: keras.Model, capacity: int) -> None:
         self.capacity = capacity
@@ -163,28 +163,6 @@ class _Ring:
         self.read = 0
 
 
-class _JaxRing:
-    """The step digests of a JAX model: its tap's rows, read on the host."""
-
-    def __init__(self, tap: _step_hooks.JaxTap, capacity: int) -> None:
-        self.tap = tap
-        self.capacity = tap.capacity = capacity
-        self.read = 0
-
-    def unread(self) -> tuple[int, list[list[int]]]:
-        tap = self.tap
-        tap.drain()
-        start = max(self.read, tap.count - len(tap.rows))
-        return start, [list(row) for row in tap.rows[len(tap.rows) - (tap.count - start) :]]
-
-    def load(self, rows: list[list[int]]) -> None:
-        tap = self.tap
-        tap.drain()
-        tap.rows = [[int(v) for v in row] for row in rows[-self.capacity :]]
-        tap.count = len(tap.rows)
-        self.read = 0
-
-
 class StepDigests:
     """Writes a digest of every training step into a device buffer (see module docstring).
 
@@ -204,7 +182,7 @@ class StepDigests:
         self.model = model
         self.capacity = _validate.check_int("capacity", capacity, minimum=1)
         self.supported = _step_hooks.supported(model)
-        self._ring: _Ring | _JaxRing | None = None
+        self._ring: _Ring | None = None
         if not self.supported:
             return
         existing = getattr(model, _ATTRIBUTE, None)
@@ -212,37 +190,26 @@ class StepDigests:
             self._ring = existing
             self.capacity = existing.capacity
             return
+        ring = _Ring(model, self.capacity)
+        ops = _words.ops()
         cache: dict[int, np.ndarray] = {}
-        if keras.backend.backend() == "jax":
-            tap = _step_hooks.JaxTap.of(model)
-            ring = _JaxRing(tap, self.capacity)
-            tap.state_digest = lambda ops, values: state_digest(ops, values, cache)
-            tap.state_variables = lambda: _digested_variables(model)
-            object.__setattr__(model, _ATTRIBUTE, ring)
-            tap.retrace()
-        else:
-            ring = _Ring(model, self.capacity)
-            ops = _words.ops()
-            original = model.train_step
-            listed: list = [None, []]  # [the variable count it was listed for, the variables]
+        listed: list = [None, []]  # [the variable count it was listed for, the variables]
 
-            def variables() -> list:
-                # Listed when TF traces the step, after the step built what it
-                # builds; torch runs the step eagerly: listed again only when
-                # the model's variables changed.
-                if listed[0] != len(model.variables):
-                    listed[:] = [len(model.variables), _digested_variables(model)]
-                return listed[1]
+        def variables() -> list:
+            # Listed when the step is traced, after the step built what it
+            # builds; torch runs the step eagerly: listed again only when the
+            # model's variables changed.
+            if listed[0] != len(model.variables):
+                listed[:] = [len(model.variables), _digested_variables(model)]
+            return listed[1]
 
-            def train_step(data):
-                logs = original(data)
-                digest = _no_grad(lambda: state_digest(ops, variables(), cache))
-                accumulator = accumulator_of(model)
-                data_digest = ops.zero() if accumulator is None else accumulator.value()
-                ring.write(_stack(digest, data_digest))
-                return logs
+        def after(values_after):
+            digest = state_digest(ops, values_after(variables()), cache)
+            accumulator = accumulator_of(model)
+            data_digest = ops.zero() if accumulator is None else accumulator.value()
+            ring.write(ops.stack([digest, data_digest]))
 
-            _step_hooks.install_train_step(model, _ATTRIBUTE, ring, train_step)
+        _step_hooks.add_step_hook(model, _ATTRIBUTE, ring, after=after)
         pending = getattr(model, _PENDING, None)
         if pending is not None:  # restored from a backup before this was installed
             ring.load(pending)
@@ -260,26 +227,6 @@ class StepDigests:
         state = tuple(f"{s % 2**64:016x}" for s, _ in rows)
         data = tuple(f"{d % 2**64:016x}" if with_data else None for _, d in rows)
         return StepsRead(first, state, data, lost)
-
-
-def _no_grad(compute):
-    """`compute()`, outside torch's autograd (the digest is no part of the loss)."""
-    if keras.backend.backend() != "torch":
-        return compute()
-    import torch
-
-    with torch.no_grad():
-        return compute()
-
-
-def _stack(*values):
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        return tf.stack(values)
-    import torch
-
-    return torch.stack([v.to(values[0].device) for v in values])
 
 
 def peek_state(model: keras.Model) -> list[list[int]] | None:

@@ -26,3 +26,20 @@ def reference_digest(arrays) -> str:
         value = sum(int(w) * weight(i) for i, w in enumerate(words)) & MASK
         digest = (digest * 0x100000001B3 + value + (k + 1) * words.size) & MASK
     return f"{digest:016x}"
+
+
+def reference_data_digest(leaves) -> int:
+    """The data digest's documented formula (`keras_repro.data_fingerprint`), as an unsigned int."""
+    digest = 0
+    for k, leaf in enumerate(leaves):
+        if leaf is None:
+            continue
+        array = np.asarray(leaf)
+        if np.iscomplexobj(array):
+            array = np.stack([array.real, array.imag], axis=-1)
+        if array.dtype.kind == "f":
+            array = array.view({2: np.int16, 4: np.int32, 8: np.int64}[array.dtype.itemsize])
+        values = [int(v) for v in array.reshape(-1)]
+        leaf_digest = sum((v + 0x9E3779B97F4A7C15) * (2 * i + 1) for i, v in enumerate(values)) & MASK
+        digest = (digest * 0x100000001B3 + leaf_digest + (k + 1) * len(values)) & MASK
+    return digest

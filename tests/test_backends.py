@@ -19,6 +19,7 @@ import pytest
 
 from digests import reference_digest
 from keras_repro.check import check_script
+from keras_repro.locate import locate
 from keras_repro.trace import diff_traces
 from keras_repro.trace import load_trace
 from procs import child_env
@@ -187,6 +188,33 @@ def test_data_and_step_digests_on_every_backend(tmp_path):
     assert len({json.dumps(d) for d in data.values()}) == 1, data
 
 
+TORCH = [b for b in BACKENDS if b.values[0] == "torch"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", TORCH)
+@pytest.mark.parametrize(
+    "script, stage, layer",
+    [
+        ("forward_noise", "forward", "noisy"),
+        ("backward_scale_torch", "backward", "scaled"),
+        ("data_noise", "data", None),
+    ],
+)
+def test_locate_probes_a_torch_step_as_a_tensorflow_one(backend, script, stage, layer, monkeypatch, tmp_path):
+    for name, value in child_env({"KERAS_BACKEND": backend}).items():
+        monkeypatch.setenv(name, value)
+    path = ROOT / "tests" / "locate_scripts" / f"{script}.py"
+    result = check_script(path, keep=tmp_path)
+    assert not result.reproducible and result.divergence.step_exact, result.summary()
+    where = locate(path, (), result.divergence, "epoch", tmp_path)
+    assert (where.stage, where.layer, where.step, where.fit) == (stage, layer, 1, 0), where
+    # The checked runs' step digests named step 1: no re-run recording every batch.
+    assert not (tmp_path / "locate" / "batch1").exists()
+    if stage == "backward":
+        assert "gradient with respect to its inputs" in where.message
+
+
 COMPILED = """
 import warnings
 import keras, numpy as np
@@ -204,7 +232,7 @@ emit({"jit": bool(model.jit_compile), "fingerprint": kr.fingerprint(model),
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if b.values[0] == "torch"])
+@pytest.mark.parametrize("backend", TORCH)
 def test_torch_compile_repeats_itself_and_differs_from_eager_as_the_audit_says(backend):
     env = {"KERAS_BACKEND": backend}
     eager, compiled, again = run_pythons(

@@ -15,6 +15,7 @@ import pytest
 import keras_repro as kr
 from keras_repro import _words
 from keras_repro import data_fingerprint
+from tests.digests import reference_data_digest
 from tests.procs import run_pythons
 
 
@@ -27,8 +28,25 @@ def digest(*leaves):
     else:
         context = contextlib.nullcontext()
     with context:
-        value = data_fingerprint.batch_digest(_words.ops(), tuple(keras.ops.convert_to_tensor(v) for v in leaves))
+        leaves = tuple(None if v is None else keras.ops.convert_to_tensor(v) for v in leaves)
+        value = data_fingerprint.batch_digest(_words.ops(), leaves)
         return int(np.asarray(keras.ops.convert_to_numpy(value)))
+
+
+def test_the_digest_is_the_documented_formula_for_every_dtype():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(5, 3)).astype("float32")
+    leaves = [
+        x,
+        rng.integers(-5, 5, 7),
+        None,
+        x.astype("float16"),
+        x.astype("float64") if keras.backend.backend() != "jax" else x,  # JAX without x64: no float64
+        x > 0,
+        np.arange(4, dtype="uint8"),
+        (x + 1j).astype("complex64"),
+    ]
+    assert digest(*leaves) % 2**64 == reference_data_digest(leaves)
 
 
 def test_the_digest_sees_one_bit_a_swap_and_every_dtype():

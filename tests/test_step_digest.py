@@ -184,3 +184,21 @@ def test_a_trace_without_step_digests_still_compares_with_one_that_has_them(runs
     # Located as before step digests: to the epoch-end record after the change.
     assert (divergence.kind, divergence.epoch, divergence.step) == ("step", 1, 8)
     assert "hidden/kernel" in divergence.variables
+
+
+@pytest.mark.skipif(keras.backend.backend() == "torch", reason="Keras takes steps_per_execution=1 only on PyTorch")
+def test_several_steps_per_execution_record_every_step(tmp_path):
+    def steps(per_execution):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3), keras.layers.Dense(1)])
+        model.compile("adam", "mse", steps_per_execution=per_execution)
+        trace = tmp_path / f"{per_execution}.jsonl"
+        callback = kr.DeterminismCallback(trace, steps=True, audit="off")
+        x = np.linspace(0, 1, 16, dtype="float32").reshape(8, 2)
+        model.fit(x, x[:, :1], batch_size=2, epochs=1, shuffle=False, verbose=0, callbacks=[callback])
+        (epoch,) = [r for r in load_trace(trace).records if r["type"] == "epoch"]
+        return epoch["data"], epoch["steps"]
+
+    data, listed = steps(1)
+    assert (listed["first"], len(listed["state"])) == (1, 4)
+    assert steps(3) == (data, listed)  # also on JAX, where Keras keeps only one step's logs per execution

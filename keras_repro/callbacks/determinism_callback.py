@@ -114,8 +114,9 @@ class DeterminismCallback(keras.callbacks.Callback):
             trained on since the fit began (computed inside the train
             step; `keras_repro.data_fingerprint`), so that a divergence in the
             input data is told apart from one in the kernels. On
-            TensorFlow, PyTorch, and JAX with ``steps_per_execution=1``;
-            elsewhere records carry no data digest.
+            TensorFlow, PyTorch and JAX (not under a
+            `keras.distribution` or Flax NNX); elsewhere records carry
+            no data digest.
         replicas: under a `tf.distribute` strategy with several local
             replicas, whether each record also checks that every replica's
             copy of every mirrored variable equals replica 0's
@@ -127,8 +128,8 @@ class DeterminismCallback(keras.callbacks.Callback):
             previous record, computed on the device inside the train step
             and read once per record (`keras_repro.step_digest`): a
             divergence is then located to its training step without
-            recording every batch. On TensorFlow, PyTorch, and JAX with
-            ``steps_per_execution=1``; elsewhere records carry none.
+            recording every batch. Where `data` is; elsewhere records
+            carry none.
 
     Example:
 
