@@ -91,7 +91,7 @@ def batch_digest(ops: _words.Ops, data):
         constant = (_MIX * count + k + 1) * count
         if isinstance(constant, int):
             constant = _step_hooks.signed(constant)
-        leaf_digest = ops.sum(values * ops.odd_weights(values)) + constant
+        leaf_digest = ops.dot(values, ops.odd_weights(values)) + constant
         digest = leaf_digest if digest is None else digest * _PRIME + leaf_digest
     return ops.zero() if digest is None else digest
 

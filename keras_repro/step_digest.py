@@ -37,8 +37,8 @@ unlikely as about 2**-31. Variable digests are chained as
 count of variable ``k``).
 
 The same digests are computed on TensorFlow, PyTorch and JAX (see
-`keras_repro._step_hooks` for how each backend runs them). Elsewhere `StepDigests.supported` is False and
-records carry no step digests.
+`keras_repro._step_hooks` for how each backend runs them). Elsewhere
+`StepDigests.supported` is False and records carry no step digests.
 
 Example:
 
@@ -99,7 +99,7 @@ def state_digest(ops: _words.Ops, values, weights_cache: dict[int, np.ndarray]):
         weights = weights_cache.get(count)
         if weights is None:
             weights = weights_cache[count] = _weights(count)
-        term = ops.sum(words * ops.weights(weights, words)) + (k + 1) * count
+        term = ops.dot(words, ops.weights(weights, words)) + (k + 1) * count
         digest = term if digest is None else digest * _PRIME + term
     return ops.zero() if digest is None else digest
 

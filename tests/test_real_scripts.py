@@ -65,6 +65,7 @@ class Case:
             another order (`reproducible` is False), the patterns the
             summary must match when the two runs happened to agree: the
             verdict is then "reproducible", and it must carry the caution.
+        backend: the Keras backend the checked runs use (the script's own).
     """
 
     script: str
@@ -73,6 +74,7 @@ class Case:
     says: tuple[str, ...] = ()
     never_says: tuple[str, ...] = ()
     if_agreed: tuple[str, ...] = ()
+    backend: str = "tensorflow"
 
     @property
     def id(self) -> str:
@@ -155,6 +157,26 @@ CASES = [
         if_agreed=(CAUTION_RACE, r"PyDataset", r"worker"),
     ),
     Case("pydataset_workers", ("--seeding", "keras", "--workers", "1"), True),
+    # The backends' own custom train steps: a stateless JAX one, a torch one
+    # with loss.backward(); the data and step digests run in both.
+    Case(
+        "custom_train_step_in_jax",
+        ("--seeding", "none"),
+        False,
+        (DIFFERENT_WEIGHTS,),
+        ("op-determinism-off",),
+        backend="jax",
+    ),
+    Case("custom_train_step_in_jax", ("--seeding", "keras"), True, backend="jax"),
+    Case(
+        "custom_train_step_in_torch",
+        ("--seeding", "none"),
+        False,
+        (DIFFERENT_WEIGHTS,),
+        ("op-determinism-off",),
+        backend="torch",
+    ),
+    Case("custom_train_step_in_torch", ("--seeding", "keras"), True, backend="torch"),
 ]
 
 
@@ -170,7 +192,10 @@ def script_environment(monkeypatch):
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
-def test_check_verdict_and_cause(case, tmp_path, script_environment):
+def test_check_verdict_and_cause(case, tmp_path, script_environment, monkeypatch):
+    if case.backend != "tensorflow":
+        pytest.importorskip(case.backend, reason=f"{case.backend} is not installed (the {case.backend} extra)")
+    monkeypatch.setenv("KERAS_BACKEND", case.backend)
     args = [a.replace("{tmp}", str(tmp_path)) for a in case.args]
     try:
         result = check_script(SCRIPTS / f"{case.script}.py", args, runs=2)
