@@ -140,6 +140,17 @@ class _Torch(Ops):
         self._devices: dict[tuple[int, str], Any] = {}
         self._odd: dict[tuple[int, str], Any] = {}  # eager: the odd weights of the last few sizes, kept
 
+    def flatten(self, structure):
+        # What keras.tree.flatten gives (dict keys sorted), without its cost
+        # in every eager step for the tuples and dicts batches come in.
+        if isinstance(structure, (tuple, list)) and not hasattr(structure, "_fields"):
+            return [leaf for item in structure for leaf in self.flatten(item)]
+        if type(structure) is dict:
+            return [leaf for key in sorted(structure) for leaf in self.flatten(structure[key])]
+        if structure is None or isinstance(structure, self.torch.Tensor):
+            return [structure]
+        return keras.tree.flatten(structure)
+
     def _tensor(self, value):
         torch = self.torch
         if isinstance(value, torch.Tensor):
