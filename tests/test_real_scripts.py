@@ -159,24 +159,14 @@ CASES = [
     Case("pydataset_workers", ("--seeding", "keras", "--workers", "1"), True),
     # The backends' own custom train steps: a stateless JAX one, a torch one
     # with loss.backward(); the data and step digests run in both.
-    Case(
-        "custom_train_step_in_jax",
-        ("--seeding", "none"),
-        False,
-        (DIFFERENT_WEIGHTS,),
-        ("op-determinism-off",),
-        backend="jax",
+    *(
+        Case(f"custom_train_step_in_{backend}", ("--seeding", seeding), reproducible, says, never_says, backend=backend)
+        for backend in ("jax", "torch")
+        for seeding, reproducible, says, never_says in [
+            ("none", False, (DIFFERENT_WEIGHTS,), ("op-determinism-off",)),
+            ("keras", True, (), ()),
+        ]
     ),
-    Case("custom_train_step_in_jax", ("--seeding", "keras"), True, backend="jax"),
-    Case(
-        "custom_train_step_in_torch",
-        ("--seeding", "none"),
-        False,
-        (DIFFERENT_WEIGHTS,),
-        ("op-determinism-off",),
-        backend="torch",
-    ),
-    Case("custom_train_step_in_torch", ("--seeding", "keras"), True, backend="torch"),
 ]
 
 
