@@ -182,18 +182,22 @@ class _EagerAt(keras.callbacks.Callback):
             self.set_eager(self.model)
 
 
+def _tf_floats(value: Any) -> list[Any]:
+    import tensorflow as tf
+
+    return [t for t in tf.nest.flatten(value) if tf.is_tensor(t) and t.dtype.is_floating]
+
+
 class _TapeGradients:
     """Gradients of the probe's loss on TensorFlow: a persistent tape watching every layer's inputs."""
+
+    floats = staticmethod(_tf_floats)
 
     def __init__(self) -> None:
         import tensorflow as tf
 
         self.tf = tf
         self.tape = tf.GradientTape(persistent=True)
-
-    def floats(self, value: Any) -> list[Any]:
-        tf = self.tf
-        return [t for t in tf.nest.flatten(value) if tf.is_tensor(t) and t.dtype.is_floating]
 
     def watch(self, args: tuple, kwargs: dict) -> tuple[tuple, dict, list[Any]]:
         inputs = self.floats((args, kwargs))
@@ -317,8 +321,6 @@ def _op_types(layer: keras.layers.Layer, args: Any) -> dict[str, list[str]]:
         return {"op_types": [], "gradient_op_types": []}
     import tensorflow as tf
 
-    floats = _TapeGradients().floats
-
     call_args, call_kwargs = args
 
     def forward(a, k):
@@ -326,9 +328,9 @@ def _op_types(layer: keras.layers.Layer, args: Any) -> dict[str, list[str]]:
 
     def backward(a, k):
         with tf.GradientTape() as tape:
-            inputs = floats((a, k))
+            inputs = _tf_floats((a, k))
             tape.watch(inputs)
-            outputs = floats(layer(*a, **k))
+            outputs = _tf_floats(layer(*a, **k))
         return tape.gradient(outputs, inputs + list(layer.trainable_variables))
 
     found = []

@@ -160,14 +160,14 @@ class _Torch(Ops):
         tensor = tensor.detach()
         if tensor.is_complex():
             tensor = torch.view_as_real(tensor)
-        return tensor.contiguous()
+        return tensor.contiguous().reshape(-1)  # 1-D first: a 0-d tensor takes no view as narrower words
 
     def signed(self, value):
         torch = self.torch
         tensor = self._tensor(value)
         if tensor.is_floating_point():
             tensor = tensor.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[tensor.element_size()])
-        return tensor.to(torch.int64).reshape(-1)
+        return tensor.to(torch.int64)
 
     def unsigned(self, value):
         torch = self.torch
@@ -175,7 +175,7 @@ class _Torch(Ops):
         size = tensor.element_size()
         if size > 1:
             tensor = tensor.view(torch.uint16 if size == 2 else torch.uint32)
-        return tensor.reshape(-1).to(torch.int64)
+        return tensor.to(torch.int64)
 
     def odd_weights(self, flat):
         key = (int(flat.shape[0]), str(flat.device))

@@ -45,6 +45,8 @@ def test_the_digest_is_the_documented_formula_for_every_dtype():
         x > 0,
         np.arange(4, dtype="uint8"),
         (x + 1j).astype("complex64"),
+        np.array(2.5, "float32"),  # 0-d
+        np.array(2.5, "float64" if keras.backend.backend() != "jax" else "float32"),
     ]
     assert digest(*leaves) % 2**64 == reference_data_digest(leaves)
 
