@@ -34,7 +34,7 @@ from typing import Any
 import keras
 import numpy as np
 
-__all__ = ["Cell", "add_step_hook", "signed", "supported"]
+__all__ = ["Cell", "add_step_hook", "signed", "supported", "x64"]
 
 _JAX_TAP = "_keras_repro_jax_tap"
 
@@ -54,8 +54,8 @@ def supported(model: keras.Model) -> bool:
     return backend in ("tensorflow", "torch")
 
 
-def _x64():
-    """JAX's 64-bit mode, for the hooks and the cells (a no-op elsewhere)."""
+def x64():
+    """JAX's 64-bit mode, for the digests' int64 arithmetic (a no-op on other backends)."""
     if keras.backend.backend() != "jax":
         return contextlib.nullcontext()
     import jax
@@ -94,7 +94,7 @@ class Cell:
     def _set_jax(self, value: Any) -> None:
         import jax.numpy as jnp
 
-        with _x64():
+        with x64():
             self._value = jnp.asarray(value, jnp.int64)
 
     def value(self) -> Any:
@@ -227,12 +227,12 @@ class _JaxTap:
             for cell, array in zip(cells, arrays):
                 cell.enter_step(array)
             try:
-                with _x64():
+                with x64():
                     for before, _ in self.hooks:
                         if before is not None:
                             before(data)
                 logs, new_state = original(tuple(keras_state), data)
-                with _x64():
+                with x64():
                     for _, after in self.hooks:
                         if after is not None:
                             after(lambda variables: self._values_after(variables, new_state))

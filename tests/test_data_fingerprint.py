@@ -6,13 +6,12 @@ the same digest for the same batches, and a data divergence (not a kernel one)
 for a different order, is checked between two processes.
 """
 
-import contextlib
-
 import keras
 import numpy as np
 import pytest
 
 import keras_repro as kr
+from keras_repro import _step_hooks
 from keras_repro import _words
 from keras_repro import data_fingerprint
 from tests.digests import reference_data_digest
@@ -21,13 +20,7 @@ from tests.procs import run_pythons
 
 def digest(*leaves):
     """`batch_digest` of `leaves`, computed by the backend's kernels."""
-    if keras.backend.backend() == "jax":
-        import jax
-
-        context = jax.enable_x64(True)
-    else:
-        context = contextlib.nullcontext()
-    with context:
+    with _step_hooks.x64():
         leaves = tuple(None if v is None else keras.ops.convert_to_tensor(v) for v in leaves)
         value = data_fingerprint.batch_digest(_words.ops(), leaves)
         return int(np.asarray(keras.ops.convert_to_numpy(value)))

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import keras_repro as kr
+from keras_repro import _step_hooks
 from keras_repro import _words
 from keras_repro.divergence import RecordComparator
 from keras_repro.fingerprint import tracked_state
@@ -55,12 +56,9 @@ def test_the_digest_of_each_step_is_the_documented_formula(jit_compile):
 def device_digest(array) -> str:
     """`state_digest` of one array, computed by the backend's kernels."""
     tensor = keras.ops.convert_to_tensor(array)
-    if keras.backend.backend() == "jax":
-        import jax
-
-        with jax.enable_x64(True):
-            return f"{int(np.asarray(state_digest(_words.ops(), [tensor], {}))) % 2**64:016x}"
-    return f"{int(keras.ops.convert_to_numpy(state_digest(_words.ops(), [tensor], {}))) % 2**64:016x}"
+    with _step_hooks.x64():
+        value = state_digest(_words.ops(), [tensor], {})
+        return f"{int(np.asarray(keras.ops.convert_to_numpy(value))) % 2**64:016x}"
 
 
 def test_one_changed_element_and_a_swap_always_change_the_digest():
