@@ -8,17 +8,27 @@ count ``S`` runs eagerly and, before it, the probe records what
 global random stream the recording touched, lets the real step run, records
 the variables after it, writes the probe file atomically and ends the run
 (`ProbeComplete`).
+
+Gradients come from a persistent `tf.GradientTape` on TensorFlow, from
+autograd on PyTorch, and on JAX (whose train step is a pure function of its
+training state, read here through a `keras.StatelessScope`) from
+`jax.value_and_grad` with respect to perturbations of every recorded tensor
+(`_jax_forward_backward`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import threading
+from collections.abc import Callable
+from collections.abc import Iterator
 from collections.abc import Mapping
 from typing import Any
 
 import keras
+import numpy as np
 
 from keras_repro import _files
 from keras_repro import paths
@@ -110,19 +120,31 @@ class _Probe:
         """Wraps the model's train_step; returns the callback that makes the probed step eager."""
         original = model.train_step
 
-        def train_step(data):
-            # Compiled steps only trace this: the probe runs in the eager step.
-            if self.written or not _eager(model) or training_step(model) != self.step - 1:
-                return original(data)
-            probe = self._capture(model, data)
-            logs = original(data)
-            probe["after"] = _pairs(fingerprint_variables(model))
-            for call in probe["calls"]:
-                call.update(_op_types(call.pop("_layer"), call.pop("_args")))
-            _files.write_document(self.output, PROBE_FORMAT, PROBE_VERSION, probe)
-            self.written = True
-            model.stop_training = True
-            return logs
+        def due() -> bool:
+            # Compiled steps only trace the wrapper: the probe runs in the eager step.
+            return not self.written and _eager(model) and training_step(model) == self.step - 1
+
+        if keras.backend.backend() == "jax":
+
+            def train_step(state, data):  # pure: the variables' values are in `state`
+                with _jax_state_scope(model, state):
+                    probe = self._capture(model, data, state) if due() else None
+                if probe is None:
+                    return original(state, data)
+                logs, state = original(state, data)
+                with _jax_state_scope(model, state):
+                    self._finish(model, probe)
+                return logs, state
+
+        else:
+
+            def train_step(data):
+                if not due():
+                    return original(data)
+                probe = self._capture(model, data)
+                logs = original(data)
+                self._finish(model, probe)
+                return logs
 
         # Set around Keras' attribute tracking, as DataFingerprint does.
         object.__setattr__(model, "train_step", train_step)
@@ -133,7 +155,17 @@ class _Probe:
             switch.set_eager(model)  # no batch boundary to switch at: eager from the start
         return switch
 
-    def _capture(self, model: keras.Model, data: Any) -> dict[str, Any]:
+    def _finish(self, model: keras.Model, probe: dict[str, Any]) -> None:
+        """Records the variables after the probed step, writes the probe and stops training."""
+        probe["after"] = _pairs(fingerprint_variables(model))
+        for call in probe["calls"]:
+            call.update(_op_types(call.pop("_layer"), call.pop("_args")))
+        _files.write_document(self.output, PROBE_FORMAT, PROBE_VERSION, probe)
+        self.written = True
+        model.stop_training = True
+
+    def _capture(self, model: keras.Model, data: Any, state: Any = None) -> dict[str, Any]:
+        """What the probe records before the step (`state`: JAX's training state, read in its scope)."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         details = fingerprint_details(model)
         probe: dict[str, Any] = {
@@ -149,15 +181,31 @@ class _Probe:
         }
         if probe["train_step"] == "keras":
             saved_rng = rng_state()
-            state = tracked_state(model).variables
-            saved = [(v, keras.ops.convert_to_numpy(v.value)) for v in [*state.values(), *model.metrics_variables]]
+            variables = tracked_state(model).variables
+            saved = [(v, keras.ops.convert_to_numpy(v.value)) for v in [*variables.values(), *model.metrics_variables]]
             try:
-                probe.update(_forward_backward(model, x, y, sample_weight))
+                if state is None:
+                    probe.update(_forward_backward(model, x, y, sample_weight))
+                else:
+                    probe.update(_jax_forward_backward(model, state, x, y, sample_weight))
             finally:  # the real step must compute as it would without the probe
                 for variable, value in saved:
-                    variable.assign(value)
+                    variable.assign(value)  # on JAX, into the state scope: the step is pure anyway
                 set_rng_state(saved_rng)
         return probe
+
+
+def _jax_state_scope(model: keras.Model, state: Any) -> keras.StatelessScope:
+    """A scope in which `model`'s variables read JAX's training `state` (Keras' four groups first)."""
+    optimizer = getattr(model, "optimizer", None)
+    variables = [
+        *model.trainable_variables,
+        *model.non_trainable_variables,
+        *(optimizer.variables if optimizer is not None else []),
+        *model.metrics_variables,
+    ]
+    values = [value for group in state[:4] for value in group]
+    return keras.StatelessScope(state_mapping=list(zip(variables, values)))
 
 
 class _EagerAt(keras.callbacks.Callback):
@@ -246,10 +294,17 @@ class _TorchGradients:
         return gradients
 
 
-def _forward_backward(model: keras.Model, x: Any, y: Any, sample_weight: Any) -> dict[str, Any]:
-    """Runs the forward pass under a tape recording every layer call, then the gradients."""
-    grad = _TapeGradients() if keras.backend.backend() == "tensorflow" else _TorchGradients()
-    layers = paths.layer_paths(model)
+@contextlib.contextmanager
+def _recorded_calls(
+    model: keras.Model, inputs_of: Callable[[tuple, dict], tuple], outputs_of: Callable[[Any], tuple]
+) -> Iterator[list[dict[str, Any]]]:
+    """Records every layer call of `model` while active; yields the records, in call order.
+
+    ``inputs_of(args, kwargs)`` gives the arguments to call the layer with
+    and the handles of its float inputs, ``outputs_of(outputs)`` the
+    outputs to return and the handles of its float outputs (tensors to
+    watch, or JAX's perturbation slots).
+    """
     calls: list[dict[str, Any]] = []
     clock = [0]
     replaced: list[tuple[keras.layers.Layer, Any]] = []
@@ -261,8 +316,8 @@ def _forward_backward(model: keras.Model, x: Any, y: Any, sample_weight: Any) ->
         @functools.wraps(call)
         def recorded(*args, **kwargs):
             start, clock[0] = clock[0], clock[0] + 1
-            args, kwargs, inputs = grad.watch(args, kwargs)
-            outputs = call(*args, **kwargs)
+            args, kwargs, inputs = inputs_of(args, kwargs)
+            outputs, floats = outputs_of(call(*args, **kwargs))
             index = counts.get(path, 0)
             counts[path] = index + 1
             calls.append(
@@ -273,7 +328,7 @@ def _forward_backward(model: keras.Model, x: Any, y: Any, sample_weight: Any) ->
                     "start": start,
                     "end": clock[0],
                     "_inputs": inputs,
-                    "_outputs": grad.floats(outputs),
+                    "_outputs": floats,
                     "_layer": layer,
                     "_args": (args, kwargs) if index == 0 else None,
                     "variables": [p for p, v in paths.weight_paths(layer).items() if v.trainable],
@@ -285,34 +340,135 @@ def _forward_backward(model: keras.Model, x: Any, y: Any, sample_weight: Any) ->
         replaced.append((layer, layer.__dict__.get("call")))
         object.__setattr__(layer, "call", recorded)
 
+    for path, layer in paths.layer_paths(model).items():
+        wrap(path, layer)
+    try:
+        yield calls
+    finally:
+        for layer, previous in replaced:
+            if previous is None:
+                object.__delattr__(layer, "call")
+            else:
+                object.__setattr__(layer, "call", previous)
+
+
+def _described(
+    model: keras.Model,
+    calls: list[dict[str, Any]],
+    value: Callable[[Any], Any],
+    gradients: Callable[[list], list],
+    loss: Any,
+    weight_gradients: list,
+) -> dict[str, Any]:
+    """The probe's ``calls``, ``loss`` and ``gradients``: digests of the recorded tensors and their gradients."""
+
+    def digests(tensors) -> list[str | None]:
+        return [None if t is None else digest_array(to_numpy(t)) for t in tensors]
+
+    prefix = {id(layer): path for path, layer in paths.layer_paths(model).items()}
+    for call in calls:
+        inputs, outputs = call.pop("_inputs"), call.pop("_outputs")
+        call["inputs"] = digests(value(t) for t in inputs)
+        call["outputs"] = digests(value(t) for t in outputs)
+        call["input_gradients"] = digests(gradients(inputs))
+        call["output_gradients"] = digests(gradients(outputs))
+        call["variables"] = [f"{prefix[id(call['_layer'])]}/{p}".lstrip("/") for p in call["variables"]]
+    trainable = [p for p, v in paths.weight_paths(model).items() if v.trainable]
+    return {
+        "calls": calls,
+        "loss": digest_array(to_numpy(loss)),
+        "gradients": [list(pair) for pair in zip(trainable, digests(weight_gradients))],
+    }
+
+
+def _forward_backward(model: keras.Model, x: Any, y: Any, sample_weight: Any) -> dict[str, Any]:
+    """TF and torch: the forward pass under a tape recording every layer call, then the gradients."""
+    grad = _TapeGradients() if keras.backend.backend() == "tensorflow" else _TorchGradients()
     with grad.tape:
-        for path, layer in layers.items():
-            wrap(path, layer)
-        try:
+        with _recorded_calls(model, grad.watch, lambda outputs: (outputs, grad.floats(outputs))) as calls:
             takes_training = "training" in inspect.signature(model.call).parameters
             y_pred = model(x, training=True) if takes_training else model(x)
-        finally:
-            for layer, previous in replaced:
-                if previous is None:
-                    object.__delattr__(layer, "call")
-                else:
-                    object.__setattr__(layer, "call", previous)
         loss = model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-    trainable = {p: v for p, v in paths.weight_paths(model).items() if v.trainable}
-    prefix = {id(layer): path for path, layer in layers.items()}
+    weights = [v.value for v in paths.weight_paths(model).values() if v.trainable]
+    return _described(
+        model, calls, lambda t: t, lambda targets: grad.gradients(loss, targets), loss, grad.gradients(loss, weights)
+    )
 
-    def grads(targets: list[Any]) -> list[str | None]:
-        return [None if g is None else digest_array(to_numpy(g)) for g in grad.gradients(loss, targets)]
 
-    for call in calls:
-        call["inputs"] = [digest_array(to_numpy(t)) for t in call["_inputs"]]
-        call["outputs"] = [digest_array(to_numpy(t)) for t in call["_outputs"]]
-        call["input_gradients"] = grads(call.pop("_inputs"))
-        call["output_gradients"] = grads(call.pop("_outputs"))
-        call["variables"] = [f"{prefix[id(call['_layer'])]}/{p}".lstrip("/") for p in call["variables"]]
-    weights = [v.value for v in trainable.values()]
-    gradients = [[path, digest] for path, digest in zip(trainable, grads(weights))]
-    return {"calls": calls, "loss": digest_array(to_numpy(loss)), "gradients": gradients}
+def _jax_forward_backward(model: keras.Model, state: Any, x: Any, y: Any, sample_weight: Any) -> dict[str, Any]:
+    """JAX: the loss of Keras' train step, run once to record, then differentiated with perturbations.
+
+    JAX has no tape. The first run records every layer call and the float
+    tensors going in and out of it (the slots); the second, under
+    `jax.value_and_grad`, adds a perturbation of ``-0.0`` to each slot (the
+    exact identity in IEEE arithmetic, also for ``-0.0`` itself) and takes
+    the gradient with respect to them. A slot at an output is then what
+    TF's tape gives; a slot at an input gives the gradient through that
+    call only, which is TF's too unless the tensor also feeds another layer.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    trainable, non_trainable, optimizer_values, metrics_values = state[:4]
+    slots: list[Any] = []  # first run: the float tensors, in call order
+    feed: list[Any] = []  # second run: their perturbations, in the same order
+    cursor = [0]
+
+    def perturbed(structure: Any) -> tuple[Any, list[int]]:
+        found: list[int] = []
+
+        def one(t):
+            if not (isinstance(t, (jax.Array, np.ndarray)) and jnp.issubdtype(t.dtype, jnp.floating)):
+                return t
+            found.append(cursor[0])
+            cursor[0] += 1
+            if feed:
+                return t + feed[found[-1]]
+            slots.append(t)
+            return t
+
+        return keras.tree.map_structure(one, structure), found
+
+    def inputs_of(args: tuple, kwargs: dict) -> tuple[tuple, dict, list[int]]:
+        (args, kwargs), found = perturbed((args, kwargs))
+        return args, kwargs, found
+
+    def loss_of(weights: list, perturbations: list) -> tuple[Any, Any]:
+        feed[:], cursor[0] = perturbations, 0
+        loss, aux = model.compute_loss_and_updates(
+            weights,
+            non_trainable,
+            metrics_values,
+            x,
+            y,
+            sample_weight,
+            training=True,
+            optimizer_variables=optimizer_values,
+        )
+        return loss, aux[0]  # the loss the optimizer's gradients are of, and the unscaled one
+
+    with _recorded_calls(model, inputs_of, perturbed) as calls:
+        _, loss = loss_of(list(trainable), [])
+        recorded = list(calls)
+        zeros = [jnp.full(t.shape, -0.0, t.dtype) for t in slots]
+        _, (weight_gradients, slot_gradients) = jax.value_and_grad(loss_of, argnums=(0, 1), has_aux=True)(
+            list(trainable), zeros
+        )
+    return _described(
+        model,
+        recorded,
+        lambda i: slots[i],
+        lambda indices: [slot_gradients[i] for i in indices],
+        loss,
+        _in_model_order(model, weight_gradients),
+    )
+
+
+def _in_model_order(model: keras.Model, gradients: list) -> list:
+    """Gradients listed as `model.trainable_variables` are, in the order of its trainable weight paths."""
+    index = {id(v): i for i, v in enumerate(model.trainable_variables)}
+    weights = [v for v in paths.weight_paths(model).values() if v.trainable]
+    return [gradients[index[id(v)]] if id(v) in index else None for v in weights]
 
 
 def _op_types(layer: keras.layers.Layer, args: Any) -> dict[str, list[str]]:

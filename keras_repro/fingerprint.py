@@ -67,6 +67,7 @@ __all__ = [
     "fingerprint_rng",
     "fingerprint_rng_streams",
     "fingerprint_variables",
+    "sync_jax_state",
     "to_numpy",
     "tracked_state",
     "tracked_variables",
@@ -197,12 +198,26 @@ def tracked_state(model: keras.layers.Layer) -> TrackedState:
     return TrackedState(variables, kinds, tuple(counters))
 
 
+def sync_jax_state(model: keras.layers.Layer) -> None:
+    """On JAX, puts the state `fit` keeps outside the variables back into them (a no-op elsewhere).
+
+    Keras' JAX trainer passes the training state from step to step and
+    syncs it into the variables only at epoch ends or when asked. Inside a
+    `keras.StatelessScope` the variables read the scope's values, which
+    are the ones to read there, so nothing is synced.
+    """
+    sync = getattr(model, "jax_state_sync", None)
+    if callable(sync) and not _compat.in_stateless_scope():
+        sync()
+
+
 def training_step(model: keras.layers.Layer) -> int:
     """The model's training step: the largest step count among its optimizers (0 without one).
 
     The same count as `ModelFingerprint.iterations`, read without hashing
     anything.
     """
+    sync_jax_state(model)
     state = tracked_state(model)
     counts = [int(keras.ops.convert_to_numpy(state.variables[path])) for path in state.counters]
     return max(counts, default=0)
@@ -355,10 +370,7 @@ class Fingerprinter:
                 float64 sum and L2 norm, `keras_repro.drift.summarize`), from
                 the same read.
         """
-        # On JAX, fit keeps the live state outside the variables until synced.
-        sync = getattr(self.model, "jax_state_sync", None)
-        if callable(sync):
-            sync()
+        sync_jax_state(self.model)
         digests: dict[str, str] = {}
         schema: dict[str, tuple[str, tuple[int, ...]]] = {}
         lines: dict[str, str] = {}

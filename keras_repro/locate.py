@@ -131,7 +131,7 @@ def locate(
     divergence = _check_divergence(divergence)
     every = _validate.check_every(every)
     script, root = Path(os.fspath(script)), _validate.check_path("folder", folder) / "locate"
-    if keras.backend.backend() not in ("tensorflow", "torch"):
+    if keras.backend.backend() not in ("tensorflow", "jax", "torch"):
         return Location(
             "outside",
             None,
@@ -140,7 +140,7 @@ def locate(
             (),
             (),
             (
-                "Locating a divergence needs the TensorFlow or PyTorch backend "
+                "Locating a divergence needs the TensorFlow, JAX or PyTorch backend "
                 f"(this is {keras.backend.backend()}): "
                 f"{divergence.message}"
             ),

@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 
 from digests import reference_digest
+from keras_repro._runner import run_once
 from keras_repro.check import check_script
 from keras_repro.locate import locate
+from keras_repro.locate import read_probe
 from keras_repro.trace import diff_traces
 from keras_repro.trace import load_trace
 from procs import child_env
@@ -192,19 +194,19 @@ TORCH = [b for b in BACKENDS if b.values[0] == "torch"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", TORCH)
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize(
     "script, stage, layer",
     [
         ("forward_noise", "forward", "noisy"),
-        ("backward_scale_torch", "backward", "scaled"),
+        ("backward_scale_{backend}", "backward", "scaled"),
         ("data_noise", "data", None),
     ],
 )
-def test_locate_probes_a_torch_step_as_a_tensorflow_one(backend, script, stage, layer, monkeypatch, tmp_path):
+def test_locate_probes_a_step_as_on_tensorflow(backend, script, stage, layer, monkeypatch, tmp_path):
     for name, value in child_env({"KERAS_BACKEND": backend}).items():
         monkeypatch.setenv(name, value)
-    path = ROOT / "tests" / "locate_scripts" / f"{script}.py"
+    path = ROOT / "tests" / "locate_scripts" / f"{script.format(backend=backend)}.py"
     result = check_script(path, keep=tmp_path)
     assert not result.reproducible and result.divergence.step_exact, result.summary()
     where = locate(path, (), result.divergence, "epoch", tmp_path)
@@ -213,6 +215,35 @@ def test_locate_probes_a_torch_step_as_a_tensorflow_one(backend, script, stage, 
     assert not (tmp_path / "locate" / "batch1").exists()
     if stage == "backward":
         assert "gradient with respect to its inputs" in where.message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_probed_run_reaches_the_probed_step_as_an_unprobed_run_does(backend, monkeypatch, tmp_path):
+    # As tests/test_locate.py checks on TF: the steps before the probed one
+    # are those of a plain run, and the probe (Dropout, BatchNormalization)
+    # records every layer call and a gradient for each of them.
+    for name, value in child_env({"KERAS_BACKEND": backend}).items():
+        monkeypatch.setenv(name, value)
+    script = ROOT / "tests" / "locate_scripts" / "dropout_norm.py"
+    probe_path = tmp_path / "probe" / "probe.json"
+    run_once(script, [], 1, tmp_path / "probe", "epoch", None, probe=(probe_path, 0, 3))
+    run_once(script, [], 2, tmp_path / "plain", "batch", None)
+    probe = read_probe(probe_path)
+    plain = {r["step"]: dict(r["variables"]) for r in load_trace(tmp_path / "plain" / "trace.jsonl").records}
+    assert dict(probe["before"]) == plain[2]
+    assert [c["layer"] for c in probe["calls"]] == ["hidden", "norm", "drop", "out", ""]
+    assert all(None not in c["input_gradients"] + c["output_gradients"] for c in probe["calls"])
+    assert [path for path, _ in probe["gradients"]] == [
+        "hidden/kernel",
+        "hidden/bias",
+        "norm/gamma",
+        "norm/beta",
+        "out/kernel",
+        "out/bias",
+    ]
+    end = load_trace(tmp_path / "probe" / "trace.jsonl").records[-1]
+    assert (end["type"], end["step"]) == ("fit_end", 3)  # training stopped right after the probed step
 
 
 COMPILED = """

@@ -17,7 +17,9 @@ from keras_repro.locate import locate
 from keras_repro.locate import read_probe
 from keras_repro.trace import load_trace
 
-pytestmark = pytest.mark.tensorflow_only("locate probes a TF train step")
+# The scripts here use TF ops (tf.custom_gradient, tf.data); tests/test_backends.py
+# probes JAX and torch steps with scripts of their own.
+pytestmark = pytest.mark.tensorflow_only("the locate scripts here use TF ops; test_backends.py covers JAX and torch")
 
 SCRIPTS = Path(__file__).resolve().parent / "locate_scripts"
 
