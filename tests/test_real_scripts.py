@@ -157,6 +157,18 @@ CASES = [
         if_agreed=(CAUTION_RACE, r"PyDataset", r"worker"),
     ),
     Case("pydataset_workers", ("--seeding", "keras", "--workers", "1"), True),
+    # Feature dictionaries, lookup layers in a tf.data map, Normalization
+    # adapted on the shuffled data, a custom layer with Dropout, validation_data.
+    Case("structured_data_classification_from_scratch", ("--seeding", "keras"), True),
+    # Only the model is seeded; Dataset.shuffle has no seed and TF's global
+    # seed is unset: the batches differ from the first step, not the kernels.
+    Case(
+        "structured_data_classification_from_scratch",
+        ("--seeding", "seed_model"),
+        False,
+        (INPUT_DATA, DATA_PIPELINE, ARRAY_SHUFFLE, r"training step 1\b"),
+        (DIFFERENT_WEIGHTS, "op-determinism-off"),
+    ),
     # The backends' own custom train steps: a stateless JAX one, a torch one
     # with loss.backward(); the data and step digests run in both.
     *(
