@@ -119,10 +119,19 @@ class _Probe:
     def _prepare(self, model: keras.Model) -> keras.callbacks.Callback:
         """Wraps the model's train_step; returns the callback that makes the probed step eager."""
         original = model.train_step
+        switch = _EagerAt(self.step)
 
         def due() -> bool:
-            # Compiled steps only trace the wrapper: the probe runs in the eager step.
-            return not self.written and _eager(model) and training_step(model) == self.step - 1
+            # Compiled steps only trace the wrapper: the probe runs in an eager
+            # step that can reach the probed one (a custom train_step may
+            # step an optimizer more than once: `switch.stride` per step).
+            if self.written or not _eager(model):
+                return False
+            count = training_step(model)
+            return count < self.step <= count + switch.stride
+
+        def reached() -> bool:  # after the step: else the capture is dropped and the next step tried
+            return training_step(model) >= self.step
 
         if keras.backend.backend() == "jax":
 
@@ -133,7 +142,8 @@ class _Probe:
                     return original(state, data)
                 logs, state = original(state, data)
                 with _jax_state_scope(model, state):
-                    self._finish(model, probe)
+                    if reached():
+                        self._finish(model, probe)
                 return logs, state
 
         else:
@@ -143,14 +153,14 @@ class _Probe:
                     return original(data)
                 probe = self._capture(model, data)
                 logs = original(data)
-                self._finish(model, probe)
+                if reached():
+                    self._finish(model, probe)
                 return logs
 
         # Set around Keras' attribute tracking, as DataFingerprint does.
         object.__setattr__(model, "train_step", train_step)
         if getattr(model, "train_function", None) is not None:  # an earlier fit made it
             model.make_train_function(force=True)
-        switch = _EagerAt(self.step - 1)
         if model.steps_per_execution != 1 or training_step(model) >= self.step - 1:
             switch.set_eager(model)  # no batch boundary to switch at: eager from the start
         return switch
@@ -209,24 +219,39 @@ def _jax_state_scope(model: keras.Model, state: Any) -> keras.StatelessScope:
 
 
 class _EagerAt(keras.callbacks.Callback):
-    """Makes the model's steps eager (Python, step by step) once its training step is `step`.
+    """Makes the model's steps eager (Python, step by step) once the next one can reach training step `step`.
 
     Steps before it stay compiled, so the probed run reaches the probed step
     in the state the checked runs did (an eager step can round differently
-    from a compiled one).
+    from a compiled one). `stride` is how far the last step moved the
+    training step (1 with Keras' own ``train_step``; more where a custom
+    one steps an optimizer several times).
     """
 
     def __init__(self, step: int) -> None:
         super().__init__()
         self.step = step
+        self.stride = 1
+        self._last: int | None = None
 
     def set_eager(self, model: keras.Model) -> None:
         model.run_eagerly = True
         if getattr(model, "train_function", None) is not None:
             model.make_train_function(force=True)
 
+    def on_train_begin(self, logs=None):
+        self._last = training_step(self.model)
+
     def on_train_batch_end(self, batch, logs=None):
-        if not self.model.run_eagerly and training_step(self.model) >= self.step:
+        count = training_step(self.model)
+        if self._last is not None:
+            self.stride = max(count - self._last, 1)
+        self._last = count
+        if self.model.run_eagerly:
+            return
+        if count >= self.step:  # a compiled step went past it: it cannot be probed in this run
+            self.model.stop_training = True
+        elif count + self.stride >= self.step:
             self.set_eager(self.model)
 
 

@@ -274,14 +274,15 @@ class _JaxTap:
 
     def _values_after(self, variables: list, state: tuple) -> list:
         model = self.model
-        trainable = {id(v): i for i, v in enumerate(model.trainable_variables)}
-        non_trainable = {id(v): i for i, v in enumerate(model.non_trainable_variables)}
+        optimizer = getattr(model, "optimizer", None)
+        groups = [model.trainable_variables, model.non_trainable_variables]
+        groups.append(optimizer.variables if optimizer is not None else [])
+        where = {id(v): (g, i) for g, group in enumerate(groups) for i, v in enumerate(group)}
         values = []
         for variable in variables:
-            if id(variable) in trainable:
-                values.append(state[0][trainable[id(variable)]])
-            elif id(variable) in non_trainable:
-                values.append(state[1][non_trainable[id(variable)]])
+            if id(variable) in where:
+                group, index = where[id(variable)]
+                values.append(state[group][index])
             else:  # not in the step's state: the step leaves it as it is
                 values.append(variable.value)
         return values

@@ -71,6 +71,10 @@ class Ops:
         """Scalars of int64 as one vector."""
         raise NotImplementedError
 
+    def largest(self, vectors: list) -> Any:
+        """The largest element of int64 vectors, as a scalar."""
+        raise NotImplementedError
+
 
 class _TensorFlow(Ops):
     backend = "tensorflow"
@@ -128,6 +132,9 @@ class _TensorFlow(Ops):
 
     def stack(self, scalars):
         return self.tf.stack(scalars)
+
+    def largest(self, vectors):
+        return self.tf.reduce_max(self.tf.concat(vectors, 0))
 
 
 class _Torch(Ops):
@@ -203,6 +210,9 @@ class _Torch(Ops):
     def stack(self, scalars):
         return self.torch.stack([s.to(scalars[0].device) for s in scalars])
 
+    def largest(self, vectors):
+        return self.torch.cat([v.to(vectors[0].device) for v in vectors]).max()
+
 
 class _Jax(Ops):
     """JAX: call inside ``jax.enable_x64(True)``, or int64 becomes int32."""
@@ -255,6 +265,9 @@ class _Jax(Ops):
 
     def stack(self, scalars):
         return self.jnp.stack(scalars)
+
+    def largest(self, vectors):
+        return self.jnp.max(self.jnp.concatenate(vectors))
 
 
 _BACKENDS = {"tensorflow": _TensorFlow, "torch": _Torch, "jax": _Jax}

@@ -474,8 +474,9 @@ class RecordComparator:
 def first_differing_step(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[int, str] | None:
     """The first training step at which two records' step digests differ, and in what.
 
-    Steps are matched by number; only those both records list are compared
-    (a resumed run, or a buffer that overflowed, lists fewer). Returns
+    Steps are matched by number (``at``, else ``first``, ``first + 1``,
+    ...); only those both records list are compared (a resumed run, or a
+    buffer that overflowed, lists fewer). Returns
     ``(step, "data")`` when the data digests differ there (both present),
     ``(step, "state")`` when only the variables' digests do, None when the
     common steps agree or either record has no step digests.
@@ -483,9 +484,8 @@ def first_differing_step(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[in
     sa, sb = a.get("steps"), b.get("steps")
     if not sa or not sb:
         return None
-    listed_b = {sb["first"] + i: (state, data) for i, (state, data) in enumerate(zip(sb["state"], sb["data"]))}
-    for i, (state, data) in enumerate(zip(sa["state"], sa["data"])):
-        step = sa["first"] + i
+    listed_b = dict(zip(_numbers(sb), zip(sb["state"], sb["data"])))
+    for step, state, data in zip(_numbers(sa), sa["state"], sa["data"]):
         other = listed_b.get(step)
         if other is None:
             continue
@@ -494,6 +494,11 @@ def first_differing_step(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[in
         if state != other[0]:
             return step, "state"
     return None
+
+
+def _numbers(steps: Mapping[str, Any]) -> list[int]:
+    """The training step of each step a record lists."""
+    return steps.get("at") or list(range(steps["first"], steps["first"] + len(steps["state"])))
 
 
 def compare_records(

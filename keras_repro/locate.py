@@ -10,8 +10,11 @@ is made, by running the script again:
    whose record differs;
 2. twice more with a *probe* at step ``S``: the steps before it run
    compiled, as in the checked runs (an eager step can round differently
-   from a compiled one); the step that makes the optimizer step count ``S``
-   runs eagerly, and before it the probe records, without changing what the
+   from a compiled one); the step that makes the training step reach ``S``
+   (the largest optimizer step count; a custom ``train_step`` may step an
+   optimizer several times, and then the step is made eager once the last
+   step's stride can reach ``S``) runs eagerly, and before it the probe
+   records, without changing what the
    step computes (every variable and global random stream it touches is put
    back),
 
@@ -243,8 +246,9 @@ def locate(
                 (),
                 (),
                 (
-                    f"Probe run {run} never reached training step {step} of fit {fit} (it trained for "
-                    f"fewer steps): {divergence.message}"
+                    f"Probe run {run} wrote no probe of training step {step} of fit {fit}: it trained for "
+                    "fewer steps, or a compiled step went past it (a train_step that steps an optimizer "
+                    f"more than once): {divergence.message}"
                 ),
                 step,
                 fit,

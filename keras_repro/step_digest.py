@@ -59,6 +59,7 @@ assert read.first == 0 and len(read.state) == 2
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import keras
 import numpy as np
@@ -75,7 +76,8 @@ _PRIME = 0x100000001B3
 _ATTRIBUTE = "_keras_repro_step_digests"
 _PENDING = "_keras_repro_step_digests_pending"
 _DEFAULT_CAPACITY = 4096
-_DIGESTED = ("weight", "other")  # the variable kinds of `tracked_state` each step's digest covers
+_DIGESTED = ("weight", "other")
+_COLUMNS = 3  # the variable kinds of `tracked_state` each step's digest covers
 
 
 def _weights(count: int) -> np.ndarray:
@@ -104,10 +106,11 @@ def state_digest(ops: _words.Ops, values, weights_cache: dict[int, np.ndarray]):
     return ops.zero() if digest is None else digest
 
 
-def _digested_variables(model: keras.Model) -> list:
-    """The variables each step's digest covers, in order (listed when the step is traced)."""
+def _step_variables(model: keras.Model) -> tuple[list, list]:
+    """The variables each step's digest covers, in order, and the optimizers' step counters (listed when traced)."""
     state = tracked_state(model)
-    return [v for p, v in state.variables.items() if state.kinds[p] in _DIGESTED]
+    digested = [v for p, v in state.variables.items() if state.kinds[p] in _DIGESTED]
+    return digested, [state.variables[p] for p in state.counters]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,12 +125,41 @@ class StepsRead:
             per step without a data fingerprint.
         lost: steps before `first` that the ring buffer overwrote before
             this read (0 when the capacity sufficed).
+        numbers: per step, the model's training step after it (the largest
+            step count among its optimizers: a custom ``train_step`` may
+            step an optimizer more than once), or None where it has no
+            optimizer or the step came from a backup that did not save it.
     """
 
     first: int
     state: tuple[str, ...]
     data: tuple[str | None, ...]
     lost: int = 0
+    numbers: tuple[int | None, ...] = ()
+
+    def to_record(self, iterations: int | None) -> dict[str, Any]:
+        """The ``steps`` of a trace record whose training step is `iterations`.
+
+        ``{"first", "state", "data", "lost"}``, the steps numbered by
+        training step: ``first``, ``first + 1``, ... , or, where the training
+        steps after them do not follow on one by one (an optimizer stepped
+        more than once per ``train_step``), also ``"at"``: the training step
+        after each. Without the numbers (no optimizer, or steps restored
+        from an older backup) the last step is taken to be the record's.
+        """
+        numbers = list(self.numbers)
+        if not numbers or None in numbers:
+            last = iterations if iterations is not None else self.first + len(self.state)
+            numbers = list(range(last - len(self.state) + 1, last + 1))
+        steps: dict[str, Any] = {
+            "first": numbers[0],
+            "state": list(self.state),
+            "data": list(self.data),
+            "lost": self.lost,
+        }
+        if numbers != list(range(numbers[0], numbers[0] + len(numbers))):
+            steps["at"] = numbers
+        return steps
 
 
 class _Ring:
@@ -136,7 +168,8 @@ class _Ring:
     def __init__(self, model: keras.Model, capacity: int) -> None:
         self.capacity = capacity
         self.read = 0  # steps (by count) the host has read
-        self.buffer = _step_hooks.Cell(model, np.zeros([capacity, 2], np.int64), "keras_repro_step_digests")
+        # A row per step: the state digest, the data digest, the training step after it (-1: unknown).
+        self.buffer = _step_hooks.Cell(model, np.zeros([capacity, _COLUMNS], np.int64), "keras_repro_step_digests")
         self.count = _step_hooks.Cell(model, 0, "keras_repro_step_count")
 
     def write(self, row) -> None:
@@ -155,9 +188,9 @@ class _Ring:
     def load(self, rows: list[list[int]]) -> None:
         """Makes `rows` the unread steps (at a resume), dropping what was there."""
         rows = rows[-self.capacity :]
-        values = np.zeros([self.capacity, 2], np.int64)
-        if rows:
-            values[: len(rows)] = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
+        values = np.zeros([self.capacity, _COLUMNS], np.int64)
+        for i, row in enumerate(rows):  # a backup written before rows held the training step has 2 columns
+            values[i] = [*row, -1][:_COLUMNS]
         self.buffer.assign(values)
         self.count.assign(np.int64(len(rows)))
         self.read = 0
@@ -193,21 +226,27 @@ class StepDigests:
         ring = _Ring(model, self.capacity)
         ops = _words.ops()
         cache: dict[int, np.ndarray] = {}
-        listed: list = [None, []]  # [the variable count it was listed for, the variables]
+        listed: list = [None, [], []]  # [the variable count it was listed for, the variables, the counters]
 
-        def variables() -> list:
+        def variables() -> tuple[list, list]:
             # Listed when the step is traced, after the step built what it
             # builds; torch runs the step eagerly: listed again only when the
             # model's variables changed.
             if listed[0] != len(model.variables):
-                listed[:] = [len(model.variables), _digested_variables(model)]
-            return listed[1]
+                listed[:] = [len(model.variables), *_step_variables(model)]
+            return listed[1], listed[2]
 
         def after(values_after):
-            digest = state_digest(ops, values_after(variables()), cache)
+            digested, counters = variables()
+            values = values_after(digested + counters)
+            digest = state_digest(ops, values[: len(digested)], cache)
             accumulator = accumulator_of(model)
             data_digest = ops.zero() if accumulator is None else accumulator.value()
-            ring.write(ops.stack([digest, data_digest]))
+            if counters:
+                number = ops.largest([ops.signed(v) for v in values[len(digested) :]])
+            else:
+                number = ops.zero() - 1
+            ring.write(ops.stack([digest, data_digest, number]))
 
         _step_hooks.add_step_hook(model, _ATTRIBUTE, ring, after=after)
         pending = getattr(model, _PENDING, None)
@@ -224,9 +263,10 @@ class StepDigests:
         lost = first - self._ring.read
         self._ring.read = first + len(rows)
         with_data = accumulator_of(self.model) is not None
-        state = tuple(f"{s % 2**64:016x}" for s, _ in rows)
-        data = tuple(f"{d % 2**64:016x}" if with_data else None for _, d in rows)
-        return StepsRead(first, state, data, lost)
+        state = tuple(f"{row[0] % 2**64:016x}" for row in rows)
+        data = tuple(f"{row[1] % 2**64:016x}" if with_data else None for row in rows)
+        numbers = tuple(None if row[2] < 0 else row[2] for row in rows)
+        return StepsRead(first, state, data, lost, numbers)
 
 
 def peek_state(model: keras.Model) -> list[list[int]] | None:

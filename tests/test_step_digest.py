@@ -200,3 +200,54 @@ def test_several_steps_per_execution_record_every_step(tmp_path):
     data, listed = steps(1)
     assert (listed["first"], len(listed["state"])) == (1, 4)
     assert steps(3) == (data, listed)  # also on JAX, where Keras keeps only one step's logs per execution
+
+
+class TwoUpdatesPerStep(keras.Model):
+    """A custom train step that applies its optimizer twice per batch, as a GAN's critic loop does."""
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        x, y = data
+        for _ in range(2):
+            with tf.GradientTape() as tape:
+                loss = keras.ops.mean((self(x, training=True) - y) ** 2)
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        return {"loss": loss}
+
+
+@pytest.mark.tensorflow_only("the custom train step uses tf.GradientTape")
+def test_steps_are_numbered_by_the_training_step_each_one_ends_at(tmp_path):
+    # Two optimizer updates per train_step: the record lists the steps as
+    # training steps 2, 4, ..., and a comparison names the one it differs at.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((2,))
+    model = TwoUpdatesPerStep(inputs, keras.layers.Dense(1)(inputs))
+    model.compile("sgd")
+    trace = tmp_path / "t.jsonl"
+    x = np.linspace(0, 1, 16, dtype="float32").reshape(8, 2)
+    callback = kr.DeterminismCallback(trace, steps=True, audit="off")
+    model.fit(x, x[:, :1], batch_size=2, epochs=1, shuffle=False, verbose=0, callbacks=[callback])
+    (epoch,) = [r for r in load_trace(trace).records if r["type"] == "epoch"]
+    assert (epoch["step"], epoch["steps"]["first"], epoch["steps"]["at"]) == (8, 2, [2, 4, 6, 8])
+    other = {**epoch, "steps": {**epoch["steps"], "state": [*epoch["steps"]["state"][:2], "0" * 16, "1" * 16]}}
+    divergence = RecordComparator().add(epoch, other)
+    assert (divergence.step, divergence.step_exact) == (6, True)
+    assert "training step 6 " in divergence.message
+
+
+def test_step_digests_saved_without_their_training_steps_still_restore():
+    # Backups written before rows held the training step have two columns:
+    # they load, and the steps are then numbered from the record's step.
+    from keras_repro.step_digest import peek_state
+    from keras_repro.step_digest import restore_state
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    steps = StepDigests(model, capacity=8)
+    restore_state(model, [[11, 12], [13, 14]])
+    assert peek_state(model) == [[11, 12, -1], [13, 14, -1]]
+    read = steps.read()
+    assert read.numbers == (None, None)
+    assert read.to_record(9) == {"first": 8, "state": [f"{11:016x}", f"{13:016x}"], "data": [None, None], "lost": 0}

@@ -378,14 +378,7 @@ class DeterminismCallback(keras.callbacks.Callback):
         if self._steps is not None and kind != "fit_begin":
             steps = self._steps.read()
             if steps is not None and steps.state:
-                # Numbered by training step: the last one is this record's.
-                last = details.iterations if details.iterations is not None else steps.first + len(steps.state)
-                record["steps"] = {
-                    "first": last - len(steps.state) + 1,
-                    "state": list(steps.state),
-                    "data": list(steps.data),
-                    "lost": steps.lost,
-                }
+                record["steps"] = steps.to_record(details.iterations)
         if kind == "fit_begin":
             record["schema"] = [[p, dtype, list(shape)] for p, (dtype, shape) in details.schema.items()]
             record["findings"] = [dataclasses.asdict(f) for f in self.findings]
