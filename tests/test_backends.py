@@ -18,14 +18,13 @@ import numpy as np
 import pytest
 
 from digests import reference_digest
-from keras_repro._runner import run_once
 from keras_repro.check import check_script
 from keras_repro.locate import locate
-from keras_repro.locate import read_probe
 from keras_repro.trace import diff_traces
 from keras_repro.trace import load_trace
 from procs import child_env
 from procs import run_pythons
+from test_locate import probed_and_plain_runs_agree_up_to_the_probed_step
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -220,30 +219,14 @@ def test_locate_probes_a_step_as_on_tensorflow(backend, script, stage, layer, mo
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_probed_run_reaches_the_probed_step_as_an_unprobed_run_does(backend, monkeypatch, tmp_path):
-    # As tests/test_locate.py checks on TF: the steps before the probed one
-    # are those of a plain run, and the probe (Dropout, BatchNormalization)
-    # records every layer call and a gradient for each of them.
+    # As tests/test_locate.py checks on TF, with the gradient of every trainable weight.
     for name, value in child_env({"KERAS_BACKEND": backend}).items():
         monkeypatch.setenv(name, value)
-    script = ROOT / "tests" / "locate_scripts" / "dropout_norm.py"
-    probe_path = tmp_path / "probe" / "probe.json"
-    run_once(script, [], 1, tmp_path / "probe", "epoch", None, probe=(probe_path, 0, 3))
-    run_once(script, [], 2, tmp_path / "plain", "batch", None)
-    probe = read_probe(probe_path)
-    plain = {r["step"]: dict(r["variables"]) for r in load_trace(tmp_path / "plain" / "trace.jsonl").records}
-    assert dict(probe["before"]) == plain[2]
-    assert [c["layer"] for c in probe["calls"]] == ["hidden", "norm", "drop", "out", ""]
-    assert all(None not in c["input_gradients"] + c["output_gradients"] for c in probe["calls"])
+    probe = probed_and_plain_runs_agree_up_to_the_probed_step(tmp_path)
+    layers = ["hidden", "hidden", "norm", "norm", "out", "out"]
     assert [path for path, _ in probe["gradients"]] == [
-        "hidden/kernel",
-        "hidden/bias",
-        "norm/gamma",
-        "norm/beta",
-        "out/kernel",
-        "out/bias",
+        f"{layer}/{name}" for layer, name in zip(layers, ["kernel", "bias", "gamma", "beta", "kernel", "bias"])
     ]
-    end = load_trace(tmp_path / "probe" / "trace.jsonl").records[-1]
-    assert (end["type"], end["step"]) == ("fit_end", 3)  # training stopped right after the probed step
 
 
 COMPILED = """

@@ -90,10 +90,13 @@ def test_a_custom_train_step_is_outside_with_the_differing_variables(tmp_path):
     assert "Net.train_step" in where.message
 
 
-@pytest.mark.slow
-def test_a_probed_run_reaches_the_probed_step_as_an_unprobed_run_does(tmp_path):
-    # Steps before the probed one stay compiled and unchanged by the probe's
-    # wrapper: the state the probe starts from is the plain run's at step 2.
+def probed_and_plain_runs_agree_up_to_the_probed_step(tmp_path: Path) -> dict:
+    """Probes step 3 of `dropout_norm.py` and runs it plainly; checks what both backends' tests share.
+
+    Steps before the probed one stay compiled and unchanged by the probe's
+    wrapper: the state the probe starts from is the plain run's at step 2,
+    and training stops right after the probed step. Returns the probe.
+    """
     script = SCRIPTS / "dropout_norm.py"
     probe_path = tmp_path / "probe" / "probe.json"
     run_once(script, [], 1, tmp_path / "probe", "epoch", None, probe=(probe_path, 0, 3))
@@ -102,8 +105,15 @@ def test_a_probed_run_reaches_the_probed_step_as_an_unprobed_run_does(tmp_path):
     plain = {r["step"]: dict(r["variables"]) for r in load_trace(tmp_path / "plain" / "trace.jsonl").records}
     assert dict(probe["before"]) == plain[2]
     assert [c["layer"] for c in probe["calls"]] == ["hidden", "norm", "drop", "out", ""]
+    assert all(None not in c["input_gradients"] + c["output_gradients"] for c in probe["calls"])
     end = load_trace(tmp_path / "probe" / "trace.jsonl").records[-1]
-    assert (end["type"], end["step"]) == ("fit_end", 3)  # training stopped right after the probed step
+    assert (end["type"], end["step"]) == ("fit_end", 3)
+    return probe
+
+
+@pytest.mark.slow
+def test_a_probed_run_reaches_the_probed_step_as_an_unprobed_run_does(tmp_path):
+    probed_and_plain_runs_agree_up_to_the_probed_step(tmp_path)
 
 
 def test_the_probe_puts_back_what_its_forward_pass_changes():
