@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from keras_repro import _probe as _probe_module
+from keras_repro import _probe_pass
 from keras_repro._runner import run_once
 from keras_repro.check import check_script
 from keras_repro.divergence import Divergence
@@ -264,7 +265,7 @@ def test_op_types_of_a_convolution_include_its_nondeterministic_gradient_kernels
     layer = keras.layers.Conv2D(2, 3)
     x = tf.constant(np.ones((1, 5, 5, 1), "float32"))
     layer(x)
-    found = _probe_module._op_types(layer, ((x,), {}))
+    found = _probe_pass.op_types(layer, ((x,), {}))
     assert "Conv2D" in found["op_types"]
     assert {"Conv2DBackpropFilter", "Conv2DBackpropInput"} <= set(found["gradient_op_types"])
 
