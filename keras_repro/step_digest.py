@@ -144,11 +144,14 @@ class StepsRead:
         training step: ``first``, ``first + 1``, ... , or, where the training
         steps after them do not follow on one by one (an optimizer stepped
         more than once per ``train_step``), also ``"at"``: the training step
-        after each. Without the numbers (no optimizer, or steps restored
-        from an older backup) the last step is taken to be the record's.
+        after each. Where the numbers do not tell the steps apart (no
+        optimizer; steps restored from an older backup; an idle optimizer
+        whose count is ahead of the one training, as a teacher model's in
+        distillation), the steps are numbered one by one up to the
+        record's training step.
         """
         numbers = list(self.numbers)
-        if not numbers or None in numbers:
+        if len(numbers) != len(self.state) or None in numbers or any(a >= b for a, b in zip(numbers, numbers[1:])):
             last = iterations if iterations is not None else self.first + len(self.state)
             numbers = list(range(last - len(self.state) + 1, last + 1))
         steps: dict[str, Any] = {

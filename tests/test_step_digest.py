@@ -251,3 +251,15 @@ def test_step_digests_saved_without_their_training_steps_still_restore():
     read = steps.read()
     assert read.numbers == (None, None)
     assert read.to_record(9) == {"first": 8, "state": [f"{11:016x}", f"{13:016x}"], "data": [None, None], "lost": 0}
+
+
+def test_steps_an_idle_optimizer_is_ahead_of_are_numbered_one_by_one():
+    # Distillation: the teacher's optimizer (count 16) is reachable from the
+    # distiller, whose own count starts at 0, so the training step stays 16
+    # for a while. Such numbers cannot tell the steps apart: they are
+    # numbered one by one up to the record's step, in both runs alike.
+    from keras_repro.step_digest import StepsRead
+
+    read = StepsRead(0, ("a", "b", "c"), (None, None, None), 0, (16, 16, 17))
+    assert read.to_record(17) == {"first": 15, "state": ["a", "b", "c"], "data": [None, None, None], "lost": 0}
+    assert "at" in StepsRead(0, ("a", "b"), (None, None), 0, (3, 6)).to_record(6)
