@@ -28,6 +28,7 @@ import keras
 
 from keras_repro import _files
 from keras_repro import _probe_pass
+from keras_repro import _step_hooks
 from keras_repro.fingerprint import digest_array
 from keras_repro.fingerprint import fingerprint_details
 from keras_repro.fingerprint import fingerprint_variables
@@ -201,13 +202,7 @@ class _Probe:
 
 def _jax_state_scope(model: keras.Model, state: Any) -> keras.StatelessScope:
     """A scope in which `model`'s variables read JAX's training `state` (Keras' four groups first)."""
-    optimizer = getattr(model, "optimizer", None)
-    variables = [
-        *model.trainable_variables,
-        *model.non_trainable_variables,
-        *(optimizer.variables if optimizer is not None else []),
-        *model.metrics_variables,
-    ]
+    variables = [v for group in _step_hooks.jax_state_variables(model) for v in group]
     values = [value for group in state[:4] for value in group]
     return keras.StatelessScope(state_mapping=list(zip(variables, values)))
 

@@ -34,7 +34,7 @@ from typing import Any
 import keras
 import numpy as np
 
-__all__ = ["Cell", "add_step_hook", "signed", "supported", "x64"]
+__all__ = ["Cell", "add_step_hook", "jax_state_variables", "signed", "supported", "x64"]
 
 _JAX_TAP = "_keras_repro_jax_tap"
 
@@ -209,6 +209,22 @@ def _no_grad():
     return torch.no_grad()
 
 
+def jax_state_variables(model: keras.Model) -> list[list]:
+    """The variables of the four groups of Keras' JAX training state, in its order.
+
+    Trainable, non-trainable, the compiled optimizer's, and metrics
+    variables: ``state[g][i]`` of a JAX train step is the value of
+    ``jax_state_variables(model)[g][i]``.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    return [
+        list(model.trainable_variables),
+        list(model.non_trainable_variables),
+        list(optimizer.variables) if optimizer is not None else [],
+        list(model.metrics_variables),
+    ]
+
+
 class _JaxTap:
     """Threads a JAX model's cells through its train function and runs its hooks (module docstring)."""
 
@@ -273,10 +289,7 @@ class _JaxTap:
         return tap if tap is not None else cls(model)
 
     def _values_after(self, variables: list, state: tuple) -> list:
-        model = self.model
-        optimizer = getattr(model, "optimizer", None)
-        groups = [model.trainable_variables, model.non_trainable_variables]
-        groups.append(optimizer.variables if optimizer is not None else [])
+        groups = jax_state_variables(self.model)
         where = {id(v): (g, i) for g, group in enumerate(groups) for i, v in enumerate(group)}
         values = []
         for variable in variables:

@@ -76,8 +76,8 @@ _PRIME = 0x100000001B3
 _ATTRIBUTE = "_keras_repro_step_digests"
 _PENDING = "_keras_repro_step_digests_pending"
 _DEFAULT_CAPACITY = 4096
-_DIGESTED = ("weight", "other")
-_COLUMNS = 3  # the variable kinds of `tracked_state` each step's digest covers
+_DIGESTED = ("weight", "other")  # the variable kinds of `tracked_state` each step's digest covers
+_COLUMNS = 3  # a buffer row: the state digest, the data digest, the training step after the step
 
 
 def _weights(count: int) -> np.ndarray:
@@ -171,7 +171,7 @@ class _Ring:
     def __init__(self, model: keras.Model, capacity: int) -> None:
         self.capacity = capacity
         self.read = 0  # steps (by count) the host has read
-        # A row per step: the state digest, the data digest, the training step after it (-1: unknown).
+        # A training step of -1: unknown (no optimizer).
         self.buffer = _step_hooks.Cell(model, np.zeros([capacity, _COLUMNS], np.int64), "keras_repro_step_digests")
         self.count = _step_hooks.Cell(model, 0, "keras_repro_step_count")
 
