@@ -19,6 +19,7 @@ for finding in kr.audit():
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -267,18 +268,26 @@ def audit(model: keras.layers.Layer | None = None, data: Any = None, *, shuffle:
 
 
 def _model_seeded_explicitly(findings: list[Finding]) -> list[Finding]:
-    """No root seed, but every initializer and drawable seed generator has its own: only info.
+    """No root seed, but the model seeds its own randomness (all of it, or its initializers): reworded.
 
-    "Nothing is seeded" is then false; what is left unseeded are the global
-    streams, which other findings (data order, ...) name where they matter.
+    "Nothing is seeded" is then false. With every initializer and drawable
+    seed generator seeded, the finding is only info: what is left unseeded
+    are the global streams, which other findings (data order, ...) name where
+    they matter. With the initializers seeded and some seed generator not,
+    it keeps its severity and says that much.
     """
-    model_randomness = {"unseeded-initializer", "shared-initializer"}
-    if any(
-        f.code in model_randomness or (f.code == "unseeded-seed-generator" and f.severity != "info") for f in findings
-    ):
+    if any(f.code in ("unseeded-initializer", "shared-initializer") for f in findings):
         return findings
-    return [
-        Finding(
+    generators_unseeded = any(f.code == "unseeded-seed-generator" and f.severity != "info" for f in findings)
+
+    def reworded(f: Finding) -> Finding:
+        if generators_unseeded:
+            return dataclasses.replace(
+                f,
+                what="No root seed was recorded with keras_repro.seed_everything; the model's initializers "
+                "are seeded explicitly, but not all of its seed generators (see unseeded-seed-generator).",
+            )
+        return Finding(
             "info",
             f.code,
             "No root seed was recorded with keras_repro.seed_everything; the model's initializers "
@@ -289,10 +298,8 @@ def _model_seeded_explicitly(findings: list[Finding]) -> list[Finding]:
             f.fix,
             subject=f.subject,
         )
-        if f.code == "root-seed-unset"
-        else f
-        for f in findings
-    ]
+
+    return [reworded(f) if f.code == "root-seed-unset" else f for f in findings]
 
 
 def _check_failed(name: str, error: Exception) -> Finding:

@@ -82,6 +82,18 @@ def test_a_seeded_model_seeds_the_global_streams_itself(clean_process, no_seeds)
     assert only(kr.audit(unseeded), "root-seed-unset").severity == "error"
 
 
+def test_seeded_initializers_beside_an_unseeded_dropout_are_not_called_nothing_seeded(clean_process, no_seeds):
+    seed = keras.initializers.GlorotUniform(seed=1)
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3, kernel_initializer=seed), keras.layers.Dropout(0.5)]
+    )
+    findings = kr.audit(model)
+    assert "unseeded-seed-generator" in codes(findings)
+    finding = only(findings, "root-seed-unset")
+    assert finding.severity == "error"  # the Dropout masks are not seeded
+    assert "nothing is seeded" not in finding.what and "initializers are seeded explicitly" in finding.what
+
+
 @pytest.mark.tensorflow_only("TF op determinism and XLA interplay, with TF's GPU list patched")
 def test_op_determinism_off_is_an_error_with_a_gpu(clean_process, monkeypatch):
     monkeypatch.setattr(aud, "determinism_enabled", lambda: False)

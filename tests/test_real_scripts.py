@@ -181,6 +181,21 @@ CASES = [
         (INPUT_DATA, DATA_PIPELINE, ARRAY_SHUFFLE, r"training step 1\b"),
         (DIFFERENT_WEIGHTS, "op-determinism-off"),
     ),
+    # The keras-io reproducibility recipe as written: set_random_seed and op
+    # determinism, an unseeded Dataset.shuffle (TF's global seed is set), a
+    # parallel map, Dropout, unseeded initializers called before the model.
+    Case("reproducibility_recipes", ("--seeding", "recipe"), True),
+    # The same without op determinism: on a CPU the kernels still agree.
+    Case("reproducibility_recipes", ("--seeding", "no_op_determinism"), True),
+    # Seeded initializers alone, as the recipe's conclusion suggests: the
+    # weights agree, the unseeded shuffle gives other batches from step 1.
+    Case(
+        "reproducibility_recipes",
+        ("--seeding", "initializers"),
+        False,
+        (INPUT_DATA, DATA_PIPELINE, ARRAY_SHUFFLE, r"training step 1\b"),
+        (DIFFERENT_WEIGHTS, "op-determinism-off", "nothing is seeded"),
+    ),
     # The backends' own custom train steps: a stateless JAX one, a torch one
     # with loss.backward(); the data and step digests run in both.
     *(
