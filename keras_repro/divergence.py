@@ -241,17 +241,24 @@ class RecordComparator:
         self._tf_unseeded = False
         self._generators: dict[str, str] = {}  # differing, not yet drawn from: path -> first seen
         self._streams: dict[str, str] = {}  # differing global streams: name -> first seen
+        self._streams_drawn: set[str] = set()  # of those, the ones whose state changed between records
         self._previous: tuple[dict, dict] | None = None
+        self._previous_rng: tuple[dict, dict] | None = None  # the last records' global streams, both present
 
     @property
     def notes(self) -> tuple[str, ...]:
         notes = []
         if self._streams:
             first = next(iter(self._streams.values()))
+            drawn = self._drawn_streams()
+            used = (
+                f"training drew from it ({', '.join(drawn)} changed between records), but"
+                if drawn
+                else "but nothing in training drew from it:"
+            )
             notes.append(
                 f"the global random state ({', '.join(self._streams)}) differs from {first} on, "
-                "but nothing in training drew from it: the training state and data agree at "
-                "every record compared"
+                f"{used} the training state and data agree at every record compared"
             )
         by_record: dict[str, list[str]] = {}
         for path, seen in self._generators.items():
@@ -334,6 +341,12 @@ class RecordComparator:
         ta, tb = variable_table(a), variable_table(b)
         used = self._used_generators(ta, tb)
         self._previous = (ta, tb)
+        ra, rb = a.get("rng"), b.get("rng")
+        rng = None if ra is None or rb is None else (ra, rb)
+        previous_rng = self._previous_rng
+        if rng is not None:
+            self._streams_drawn.update(s for s in self._streams if _changed(s, rng, previous_rng))
+            self._previous_rng = rng
         state = [p for p, (d, kind) in ta.items() if kind in _STATE_KINDS and p in tb and tb[p][0] != d]
         only_a = [p for p in ta if p not in tb]
         only_b = [p for p in tb if p not in ta]
@@ -403,10 +416,12 @@ class RecordComparator:
                     earlier,
                 ),
             )
-        ra, rb = a.get("rng"), b.get("rng")
-        if ra is not None and rb is not None:
+        if rng is not None:
             for stream in [s for s in ra if ra.get(s) != rb.get(s)] + [s for s in rb if s not in ra]:
-                self._streams.setdefault(stream, here)
+                if stream not in self._streams:
+                    self._streams[stream] = here
+                    if _changed(stream, rng, previous_rng):  # it agreed at the record before: one run drew
+                        self._streams_drawn.add(stream)
         return None
 
     def _step_divergence(
@@ -452,14 +467,27 @@ class RecordComparator:
             and ((p in pa and p in ta and pa[p][0] != ta[p][0]) or (p in pb and p in tb and pb[p][0] != tb[p][0]))
         }
 
+    def _drawn_streams(self) -> list[str]:
+        """The differing global streams whose state changed between records, in either run, from the record
+        before they first differed on (a stream that comes to differ mid-run was drawn from to get there)."""
+        return [s for s in self._streams if s in self._streams_drawn]
+
     def _earlier(self, drawn: list[str]) -> str:
         parts = [f"the seed generator {p} already differed at {self._generators[p]}" for p in drawn]
         if self._streams:
             first = next(iter(self._streams.values()))
-            parts.append(
-                f"the global random state ({', '.join(self._streams)}) already differed at {first}; "
-                "a draw from it can explain this"
-            )
+            streams = f"the global random state ({', '.join(self._streams)}) already differed at {first}"
+            drawn_streams = self._drawn_streams()
+            if drawn_streams:
+                parts.append(
+                    f"{streams}, and it was drawn from while training ran ({', '.join(drawn_streams)} changed "
+                    "between records): a draw from it can explain this"
+                )
+            else:
+                parts.append(
+                    f"{streams}, but did not change between records in either run: no draw from it "
+                    "during training explains this, only a value drawn from it before"
+                )
         if not parts:
             return ""
         tail = ", and training drew from what differed" if drawn else ""
@@ -469,6 +497,11 @@ class RecordComparator:
         if record.get("type") == "batch":
             return f"fit {record.get('fit')}, epoch {record.get('epoch')}, up to batch {record.get('batch')}"
         return f"fit {record.get('fit')}, epoch {record.get('epoch')}"
+
+
+def _changed(stream: str, rng: tuple[dict, dict], previous: tuple[dict, dict] | None) -> bool:
+    """Whether the state of the global `stream` changed since the previous record, in either run."""
+    return previous is not None and any(now.get(stream) != before.get(stream) for now, before in zip(rng, previous))
 
 
 def first_differing_step(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[int, str] | None:

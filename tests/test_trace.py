@@ -212,6 +212,33 @@ def test_a_global_stream_difference_alone_is_a_note(tmp_path):
     result = diff_traces(a, b)
     assert result.reproducible and result.records == len(standard_records())
     assert len(result.notes) == 1 and "global random state (python) differs from the start of fit 0" in result.notes[0]
+    # b's Python state is back to a's at the first epoch end: it changed, so something drew from it
+    assert (
+        "training drew from it (python changed between records), but the training state and data agree"
+        in result.notes[0]
+    )
+
+
+def test_a_global_stream_that_comes_to_differ_mid_run_was_drawn_from(tmp_path):
+    a = write_trace(tmp_path / "a.jsonl", standard_records())
+    changed = standard_records(nudge_epoch=1)
+    for rec in changed[1:]:  # the same at fit start, different from the end of epoch 0 on
+        rec["rng"] = {**RNG, "numpy": "other"}
+    b = write_trace(tmp_path / "b.jsonl", changed)
+    d = compare_traces(a, b)
+    assert (d.kind, d.epoch) == ("step", 1)
+    assert "global random state (numpy) already differed at fit 0, end of epoch 0" in d.message
+    assert "it was drawn from while training ran (numpy changed between records)" in d.message
+
+
+def test_a_global_stream_that_never_changes_is_noted_as_not_drawn_from(tmp_path):
+    a = write_trace(tmp_path / "a.jsonl", standard_records())
+    changed = standard_records()
+    for rec in changed:
+        rec["rng"] = {**RNG, "python": "other"}
+    b = write_trace(tmp_path / "b.jsonl", changed)
+    (note,) = diff_traces(a, b).notes
+    assert "global random state (python) differs from the start of fit 0 on, but nothing in training drew" in note
 
 
 def test_a_global_stream_difference_is_connected_to_a_later_divergence(tmp_path):
@@ -221,6 +248,21 @@ def test_a_global_stream_difference_is_connected_to_a_later_divergence(tmp_path)
     assert (d.kind, d.epoch) == ("step", 1)
     assert d.variables == ("dense/kernel", "rng/numpy")
     assert "global random state (numpy) already differed at the start of fit 0" in d.message
+    # b's NumPy state is back to a's by the end of epoch 0: something drew from (or reseeded) it
+    assert "it was drawn from while training ran (numpy changed between records)" in d.message
+
+
+def test_a_global_stream_that_never_changes_again_is_not_said_to_be_drawn_from(tmp_path):
+    a = write_trace(tmp_path / "a.jsonl", standard_records())
+    changed = standard_records(nudge_epoch=1)
+    for rec in changed:
+        rec["rng"] = {**RNG, "numpy": "other"}
+    b = write_trace(tmp_path / "b.jsonl", changed)
+    d = compare_traces(a, b)
+    assert (d.kind, d.epoch) == ("step", 1)
+    assert "global random state (numpy) already differed at the start of fit 0" in d.message
+    assert "did not change between records in either run: no draw from it during training explains" in d.message
+    assert "drawn from while training ran" not in d.message
 
 
 def test_length_divergence(tmp_path):
