@@ -219,14 +219,19 @@ def test_a_global_stream_difference_alone_is_a_note(tmp_path):
     )
 
 
-def test_a_global_stream_that_comes_to_differ_mid_run_was_drawn_from(tmp_path):
+def step_divergence_with_numpy_differing(tmp_path, from_record):
+    """The divergence of runs whose weights part at epoch 1 and whose NumPy state differs from `from_record` on."""
     a = write_trace(tmp_path / "a.jsonl", standard_records())
     changed = standard_records(nudge_epoch=1)
-    for rec in changed[1:]:  # the same at fit start, different from the end of epoch 0 on
+    for rec in changed[from_record:]:
         rec["rng"] = {**RNG, "numpy": "other"}
-    b = write_trace(tmp_path / "b.jsonl", changed)
-    d = compare_traces(a, b)
+    d = compare_traces(a, write_trace(tmp_path / "b.jsonl", changed))
     assert (d.kind, d.epoch) == ("step", 1)
+    return d
+
+
+def test_a_global_stream_that_comes_to_differ_mid_run_was_drawn_from(tmp_path):
+    d = step_divergence_with_numpy_differing(tmp_path, 1)  # the same at fit start, not from the end of epoch 0 on
     assert "global random state (numpy) already differed at fit 0, end of epoch 0" in d.message
     assert "it was drawn from while training ran (numpy changed between records)" in d.message
 
@@ -253,13 +258,7 @@ def test_a_global_stream_difference_is_connected_to_a_later_divergence(tmp_path)
 
 
 def test_a_global_stream_that_never_changes_again_is_not_said_to_be_drawn_from(tmp_path):
-    a = write_trace(tmp_path / "a.jsonl", standard_records())
-    changed = standard_records(nudge_epoch=1)
-    for rec in changed:
-        rec["rng"] = {**RNG, "numpy": "other"}
-    b = write_trace(tmp_path / "b.jsonl", changed)
-    d = compare_traces(a, b)
-    assert (d.kind, d.epoch) == ("step", 1)
+    d = step_divergence_with_numpy_differing(tmp_path, 0)
     assert "global random state (numpy) already differed at the start of fit 0" in d.message
     assert "did not change between records in either run: no draw from it during training explains" in d.message
     assert "drawn from while training ran" not in d.message
