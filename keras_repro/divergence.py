@@ -241,9 +241,12 @@ class RecordComparator:
         self._tf_unseeded = False
         self._generators: dict[str, str] = {}  # differing, not yet drawn from: path -> first seen
         self._streams: dict[str, str] = {}  # differing global streams: name -> first seen
-        self._streams_drawn: set[str] = set()  # of those, the ones whose state changed between records
+        self._streams_drawn: set[str] = set()  # of those, the ones whose state changed during a fit
         self._previous: tuple[dict, dict] | None = None
-        self._previous_rng: tuple[dict, dict] | None = None  # the last records' global streams, both present
+        # The last records' global streams (both present), and their fit: a change between
+        # records of one fit happened in training, one between fits in the script around them.
+        self._previous_rng: tuple[dict, dict] | None = None
+        self._previous_rng_fit: Any = None
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -252,7 +255,7 @@ class RecordComparator:
             first = next(iter(self._streams.values()))
             drawn = self._drawn_streams()
             used = (
-                f"training drew from it ({', '.join(drawn)} changed between records), but"
+                f"training drew from it ({', '.join(drawn)} changed during a fit), but"
                 if drawn
                 else "but nothing in training drew from it:"
             )
@@ -343,10 +346,10 @@ class RecordComparator:
         self._previous = (ta, tb)
         ra, rb = a.get("rng"), b.get("rng")
         rng = None if ra is None or rb is None else (ra, rb)
-        previous_rng = self._previous_rng
+        previous_rng = self._previous_rng if self._previous_rng_fit == a.get("fit") else None
         if rng is not None:
             self._streams_drawn.update(s for s in self._streams if _changed(s, rng, previous_rng))
-            self._previous_rng = rng
+            self._previous_rng, self._previous_rng_fit = rng, a.get("fit")
         state = [p for p, (d, kind) in ta.items() if kind in _STATE_KINDS and p in tb and tb[p][0] != d]
         only_a = [p for p in ta if p not in tb]
         only_b = [p for p in tb if p not in ta]
@@ -468,8 +471,9 @@ class RecordComparator:
         }
 
     def _drawn_streams(self) -> list[str]:
-        """The differing global streams whose state changed between records, in either run, from the record
-        before they first differed on (a stream that comes to differ mid-run was drawn from to get there)."""
+        """The differing global streams whose state changed between two records of one fit, in either run,
+        from the record before they first differed on (a stream that comes to differ mid-fit was drawn
+        from to get there; a change between fits is the script's, not training's)."""
         return [s for s in self._streams if s in self._streams_drawn]
 
     def _earlier(self, drawn: list[str]) -> str:
@@ -481,12 +485,12 @@ class RecordComparator:
             if drawn_streams:
                 parts.append(
                     f"{streams}, and it was drawn from while training ran ({', '.join(drawn_streams)} changed "
-                    "between records): a draw from it can explain this"
+                    "during a fit): a draw from it can explain this"
                 )
             else:
                 parts.append(
-                    f"{streams}, but did not change between records in either run: no draw from it "
-                    "during training explains this, only a value drawn from it before"
+                    f"{streams}, but did not change during a fit in either run: no draw from it "
+                    "during training explains this, only a value drawn from it before a fit"
                 )
         if not parts:
             return ""
@@ -500,7 +504,7 @@ class RecordComparator:
 
 
 def _changed(stream: str, rng: tuple[dict, dict], previous: tuple[dict, dict] | None) -> bool:
-    """Whether the state of the global `stream` changed since the previous record, in either run."""
+    """Whether the state of the global `stream` changed since the `previous` record, in either run."""
     return previous is not None and any(now.get(stream) != before.get(stream) for now, before in zip(rng, previous))
 
 

@@ -4,7 +4,8 @@ The scripts in ``tests/real_scripts/`` follow keras-io examples and guides
 (each names its source in its docstring) in code structure: custom
 ``train_step`` and ``compile`` with several optimizers, a `Sampling` layer
 with its own `SeedGenerator`, a teacher/student `Distiller`, Transformer
-layers, ``tf.data`` pipelines with parallel random augmentation, a
+layers, ``tf.data`` pipelines with parallel random augmentation, zipped
+pipelines and augmentation layers inside the model (SimCLR), a
 `PyDataset` with workers, callbacks (`EarlyStopping`, `ReduceLROnPlateau`,
 `ModelCheckpoint`), several ``fit`` calls as in fine-tuning, mixed
 precision. Only the data (synthetic, same shapes, scaled down) and the model
@@ -195,6 +196,28 @@ CASES = [
         False,
         (INPUT_DATA, DATA_PIPELINE, ARRAY_SHUFFLE, r"training step 1\b"),
         (DIFFERENT_WEIGHTS, "op-determinism-off", "nothing is seeded"),
+    ),
+    # Zipped tf.data pipelines with unseeded shuffles, random augmentation
+    # layers in the models, a custom layer calling tf.random.uniform, two
+    # optimizers as attributes, three fit calls sharing one encoder.
+    Case("semisupervised_simclr", ("--seeding", "keras"), True),
+    # TF's global seed and seed_model: NumPy and Python differ, and change only
+    # between the fits (the next model's layers are built there), not in training.
+    Case(
+        "semisupervised_simclr",
+        ("--seeding", "seed_model_tf"),
+        True,
+        (NOTE_GLOBAL_STREAMS,),
+        (r"training drew from it \(",),
+    ),
+    # The fine-tuning head is left unseeded: the third fit starts from other
+    # weights, from a value drawn before it.
+    Case(
+        "semisupervised_simclr",
+        ("--seeding", "seed_model_tf", "--unseeded-finetuning"),
+        False,
+        (r"started fit 2 from different weights", r"dense#0/kernel", r"only a value drawn from it before a fit"),
+        (INPUT_DATA, "op-determinism-off"),
     ),
     # The backends' own custom train steps: a stateless JAX one, a torch one
     # with loss.backward(); the data and step digests run in both.

@@ -214,9 +214,20 @@ def test_a_global_stream_difference_alone_is_a_note(tmp_path):
     assert len(result.notes) == 1 and "global random state (python) differs from the start of fit 0" in result.notes[0]
     # b's Python state is back to a's at the first epoch end: it changed, so something drew from it
     assert (
-        "training drew from it (python changed between records), but the training state and data agree"
-        in result.notes[0]
+        "training drew from it (python changed during a fit), but the training state and data agree" in result.notes[0]
     )
+
+
+def test_a_global_stream_that_changes_only_between_fits_was_not_drawn_from_in_training(tmp_path):
+    # Python's state differs from the start, and changes between the fits (where
+    # the script builds its next model) but never within one: no draw in training.
+    def two_fits(python):
+        return [{**r, "fit": fit, "rng": {**RNG, "python": python[fit]}} for fit in (0, 1) for r in standard_records()]
+
+    a = write_trace(tmp_path / "a.jsonl", two_fits(("a0", "a1")))
+    b = write_trace(tmp_path / "b.jsonl", two_fits(("b0", "b1")))
+    (note,) = diff_traces(a, b).notes
+    assert "global random state (python) differs from the start of fit 0 on, but nothing in training drew" in note
 
 
 def step_divergence_with_numpy_differing(tmp_path, from_record):
@@ -233,7 +244,7 @@ def step_divergence_with_numpy_differing(tmp_path, from_record):
 def test_a_global_stream_that_comes_to_differ_mid_run_was_drawn_from(tmp_path):
     d = step_divergence_with_numpy_differing(tmp_path, 1)  # the same at fit start, not from the end of epoch 0 on
     assert "global random state (numpy) already differed at fit 0, end of epoch 0" in d.message
-    assert "it was drawn from while training ran (numpy changed between records)" in d.message
+    assert "it was drawn from while training ran (numpy changed during a fit)" in d.message
 
 
 def test_a_global_stream_that_never_changes_is_noted_as_not_drawn_from(tmp_path):
@@ -254,13 +265,13 @@ def test_a_global_stream_difference_is_connected_to_a_later_divergence(tmp_path)
     assert d.variables == ("dense/kernel", "rng/numpy")
     assert "global random state (numpy) already differed at the start of fit 0" in d.message
     # b's NumPy state is back to a's by the end of epoch 0: something drew from (or reseeded) it
-    assert "it was drawn from while training ran (numpy changed between records)" in d.message
+    assert "it was drawn from while training ran (numpy changed during a fit)" in d.message
 
 
 def test_a_global_stream_that_never_changes_again_is_not_said_to_be_drawn_from(tmp_path):
     d = step_divergence_with_numpy_differing(tmp_path, 0)
     assert "global random state (numpy) already differed at the start of fit 0" in d.message
-    assert "did not change between records in either run: no draw from it during training explains" in d.message
+    assert "did not change during a fit in either run: no draw from it during training explains" in d.message
     assert "drawn from while training ran" not in d.message
 
 
