@@ -4,8 +4,9 @@ Recording a fingerprint after every batch from a callback reads every
 variable back to the host each step, and a batch hook turns off Keras'
 asynchronous batch dispatch. `StepDigests` instead wraps the model's
 ``train_step``: after each step, still inside the compiled function (with
-or without ``jit_compile``), the model's variables are reduced to one 64-bit
-digest, which is written with the data digest of
+or without ``jit_compile``; on a CPU with TensorFlow the digest itself is
+compiled with XLA either way, which fuses its passes), the model's variables
+are reduced to one 64-bit digest, which is written with the data digest of
 `keras_repro.data_fingerprint.DataFingerprint` into a ring buffer in device
 memory. `DeterminismCallback(steps=True)` reads the buffer once per record
 (at epoch ends), so the steps cost no host sync and no batch hook.
@@ -23,7 +24,8 @@ and fit end cover both, as they always did.
 The digest, so that it can be checked without keras_repro. Each variable is
 viewed as unsigned words of 32 bits (floats of 4 bytes bit-cast; 2-byte
 values bit-cast to 16 bits; 8-byte values split into two 32-bit words;
-1-byte values and booleans cast), widened to int64 and flattened; its digest
+1-byte values and booleans cast, ``int8`` values keeping their sign),
+widened to int64 and flattened; its digest
 is ``sum(v[i] * w[i])`` modulo 2**64 with ``w[i] = 2*i + 1 + (h(i) << 33)``,
 ``h(i) = mix(i)`` (`_weights`). Integer addition modulo 2**64 is associative,
 so the digest is the same in any reduction order, on any device. A change of
@@ -229,6 +231,7 @@ class StepDigests:
         ring = _Ring(model, self.capacity)
         ops = _words.ops()
         cache: dict[int, np.ndarray] = {}
+        digest_of = ops.compiled(lambda values: state_digest(ops, values, cache))
         listed: list = [None, [], []]  # [the variable count it was listed for, the variables, the counters]
 
         def variables() -> tuple[list, list]:
@@ -242,7 +245,7 @@ class StepDigests:
         def after(values_after):
             digested, counters = variables()
             values = values_after(digested + counters)
-            digest = state_digest(ops, values[: len(digested)], cache)
+            digest = digest_of(values[: len(digested)])
             accumulator = accumulator_of(model)
             data_digest = ops.zero() if accumulator is None else accumulator.value()
             if counters:

@@ -18,10 +18,10 @@ def reference_digest(arrays) -> str:
     digest = 0
     for k, array in enumerate(arrays):
         array = np.asarray(array)
-        if array.dtype == bool:
-            words = array.astype(np.uint8)
+        if array.dtype == bool or array.dtype.itemsize == 1:
+            words = array.astype(np.int64)  # cast: int8 keeps its sign
         else:
-            words = array.view({1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint32}[array.dtype.itemsize])
+            words = array.view({2: np.uint16, 4: np.uint32, 8: np.uint32}[array.dtype.itemsize])
         words = words.reshape(-1)
         value = sum(int(w) * weight(i) for i, w in enumerate(words)) & MASK
         digest = (digest * 0x100000001B3 + value + (k + 1) * words.size) & MASK

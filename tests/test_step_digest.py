@@ -61,6 +61,23 @@ def device_digest(array) -> str:
         return f"{int(np.asarray(keras.ops.convert_to_numpy(value))) % 2**64:016x}"
 
 
+def test_the_digest_as_the_step_runs_it_is_the_documented_formula_for_every_width():
+    # `Ops.compiled`: with TensorFlow on a CPU, one XLA computation.
+    rng = np.random.default_rng(5)
+    arrays = [rng.normal(size=(3, 5)).astype(dtype) for dtype in ("float16", "float32", "float64")] + [
+        rng.integers(-9, 9, size=7).astype("int8"),
+        rng.integers(0, 2, size=6).astype(bool),
+        np.float32(2.5),
+    ]
+    ops = _words.ops()
+    with _step_hooks.x64():
+        value = ops.compiled(lambda values: state_digest(ops, values, {}))(
+            [keras.ops.convert_to_tensor(a) for a in arrays]
+        )
+        digest = f"{int(np.asarray(keras.ops.convert_to_numpy(value))) % 2**64:016x}"
+    assert digest == reference_digest(arrays)
+
+
 def test_one_changed_element_and_a_swap_always_change_the_digest():
     rng = np.random.default_rng(3)
     base = rng.normal(size=(64, 33)).astype("float32")
