@@ -14,10 +14,8 @@ also prints the time spent inside the callback's hooks, timed in the same
 fits, as a share of the fit time without the callback.
 
 It also times every="epoch" with step digests (``steps=True``, target
-<= 5% at batch 32) and, on the TensorFlow backend, the step digest alone
-per step.
-The `w + i` of that timing adds one elementwise pass per weight that a real
-step does not have, so it overstates the digest a little.
+<= 5% at batch 32); bench_step_digest.py times the step digest alone,
+against a plain sum of the same words.
 
 Run: python bench/bench_callback_overhead.py [--batch-size N] [--repeats N] [--backend B]
 """
@@ -126,37 +124,6 @@ def time_data_digest(x, y, per_call=50, repeats=20):
     return best
 
 
-def time_step_digest(per_call=20, repeats=20):
-    """Milliseconds per step of the in-step digest of the model's weights alone (best of 5)."""
-    import tensorflow as tf
-
-    from keras_repro import _words
-    from keras_repro.step_digest import state_digest
-
-    model = make_model()
-    weights = [tf.convert_to_tensor(v) for v in model.weights]
-    cache = {}
-    ops = _words.ops("tensorflow")
-    digest = ops.compiled(lambda values: state_digest(ops, values, cache))  # as StepDigests runs it
-
-    @tf.function
-    def digests(weights):
-        total = tf.constant(0, tf.int64)
-        for i in range(per_call):  # distinct inputs, so nothing is computed once for all
-            total = total * 3 + digest([w + float(i) for w in weights])
-        return total
-
-    digests(weights).numpy()  # trace
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        for _ in range(repeats):
-            result = digests(weights)
-        result.numpy()
-        best = min(best, (time.perf_counter() - start) / repeats / per_call * 1e3)
-    return best
-
-
 def time_summaries(repeats=50):
     """Seconds per record of the fingerprint with and without the float summaries (best of 5)."""
     from keras_repro.fingerprint import Fingerprinter
@@ -221,12 +188,7 @@ def main():
         f'data fingerprints, every="epoch": {with_data / without:.3f}x the fit time of the callback '
         "without them (target <= 1.02)"
     )
-    if keras.backend.backend() == "tensorflow":  # the digests alone are timed in a tf.function
-        step_ms = time_step_digest()
-        print(
-            f"step digest alone: {step_ms * 1e3:.1f} us per step = {step_ms / (base / steps * 1e3) * 100:.2f}% "
-            "of a training step without the callback (all of it CPU work on a CPU device)"
-        )
+    if keras.backend.backend() == "tensorflow":  # the data digest alone is timed in a tf.function
         digest_ms = time_data_digest(x[: args.batch_size], y[: args.batch_size])
         print(
             f"data digest alone: {digest_ms * 1e3:.1f} us per batch = {digest_ms / (base / steps * 1e3) * 100:.2f}% "
