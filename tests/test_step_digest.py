@@ -53,11 +53,15 @@ def test_the_digest_of_each_step_is_the_documented_formula(jit_compile):
     assert digests.read().state == ()  # nothing new since
 
 
-def device_digest(array) -> str:
-    """`state_digest` of one array, computed by the backend's kernels."""
-    tensor = keras.ops.convert_to_tensor(array)
+def device_digest(arrays, compiled=False) -> str:
+    """`state_digest` of `arrays`, by the backend's kernels, or (`compiled`) as the step runs it (`Ops.compiled`)."""
+    ops = _words.ops()
+
+    def digest(values):
+        return state_digest(ops, values, {})
+
     with _step_hooks.x64():
-        value = state_digest(_words.ops(), [tensor], {})
+        value = (ops.compiled(digest) if compiled else digest)([keras.ops.convert_to_tensor(a) for a in arrays])
         return f"{int(np.asarray(keras.ops.convert_to_numpy(value))) % 2**64:016x}"
 
 
@@ -69,20 +73,13 @@ def test_the_digest_as_the_step_runs_it_is_the_documented_formula_for_every_widt
         rng.integers(0, 2, size=6).astype(bool),
         np.float32(2.5),
     ]
-    ops = _words.ops()
-    with _step_hooks.x64():
-        value = ops.compiled(lambda values: state_digest(ops, values, {}))(
-            [keras.ops.convert_to_tensor(a) for a in arrays]
-        )
-        digest = f"{int(np.asarray(keras.ops.convert_to_numpy(value))) % 2**64:016x}"
-    assert digest == reference_digest(arrays)
+    assert device_digest(arrays, compiled=True) == reference_digest(arrays)
 
 
 def test_one_changed_element_and_a_swap_always_change_the_digest():
     rng = np.random.default_rng(3)
     base = rng.normal(size=(64, 33)).astype("float32")
-    digest = device_digest
-    seen = {digest(base)}
+    seen = {device_digest([base])}
     assert seen == {reference_digest([base])}
     for i, j in [(0, 1), (5, 2000), (2111, 2)]:
         swapped = base.reshape(-1).copy()
@@ -90,7 +87,7 @@ def test_one_changed_element_and_a_swap_always_change_the_digest():
         nudged = base.reshape(-1).copy()
         nudged[i] = np.nextafter(nudged[i], np.float32(np.inf))
         for changed in (swapped, nudged):
-            value = digest(changed.reshape(base.shape))
+            value = device_digest([changed.reshape(base.shape)])
             assert value not in seen
             seen.add(value)
     with pytest.raises(ValueError, match="capacity: 0"):
